@@ -1,0 +1,139 @@
+"""Typed study configs: build them from dicts, TOML files and command-line options.
+
+A study config is a frozen dataclass whose fields carry ``metadata={"help": ...}``. The
+same coercion serves the Python API (:func:`from_mapping`), ``--config file.toml`` and
+each ``--option value`` of the CLI, so all three accept the same spellings:
+lists as ``2,4,8``, booleans as ``true/false``, ``none`` for optional values.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any, Mapping
+
+from overparam.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+def _coerce(name: str, tp: Any, value: Any) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        non_none = [a for a in args if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", "")):
+            if type(None) in args:
+                return None
+        last: Exception | None = None
+        for a in non_none:
+            try:
+                return _coerce(name, a, value)
+            except ConfigError as exc:
+                last = exc
+        raise last or ConfigError(f"bad value for {name}: {value!r}")
+    if origin in (tuple, list):
+        if isinstance(value, str):
+            items = [v.strip() for v in value.split(",") if v.strip()]
+        elif isinstance(value, (list, tuple)):
+            items = list(value)
+        else:
+            items = [value]
+        inner = args[0] if args else str
+        return tuple(_coerce(name, inner, v) for v in items)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        s = str(value).strip().lower()
+        if s in ("1", "true", "yes", "on"):
+            return True
+        if s in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{name} must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{name} must be an integer, got {value!r}")
+        try:
+            f = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name} must be an integer, got {value!r}") from None
+        if not math.isfinite(f) or f != int(f):
+            raise ConfigError(f"{name} must be an integer, got {value!r}")
+        return int(f)
+    if tp is float:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name} must be a number, got {value!r}") from None
+    if tp is str:
+        return str(value)
+    if tp is Path:
+        return Path(value)
+    return value
+
+
+def field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def from_mapping(cls: type, mapping: Mapping[str, Any], base: Any = None) -> Any:
+    """Build config ``cls`` from ``mapping`` (keys may use '-' or '_'), on top of ``base``."""
+    types_ = field_types(cls)
+    values = dataclasses.asdict(base) if base is not None else {}
+    for raw_key, value in mapping.items():
+        key = raw_key.replace("-", "_")
+        if key not in types_:
+            raise ConfigError(
+                f"unknown option {raw_key!r} for {cls.__name__}; valid options: {', '.join(sorted(types_))}"
+            )
+        values[key] = _coerce(key, types_[key], value)
+    try:
+        return cls(**values)
+    except TypeError as exc:
+        raise ConfigError(f"bad config for {cls.__name__}: {exc}") from None
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read a TOML config; a clear error for a missing or malformed file."""
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    # Allow either top-level keys or a single [config] table.
+    return dict(data.get("config", data))
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One ``--option`` per config field, with the field's help text and default."""
+    defaults = cls()
+    for f in dataclasses.fields(cls):
+        default = getattr(defaults, f.name)
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        parser.add_argument(
+            "--" + f.name.replace("_", "-"),
+            dest=f.name,
+            default=None,
+            metavar=f.name.upper(),
+            help=f"{f.metadata.get('help', '')} (default: {shown})",
+        )
+
+
+def from_args(cls: type, args: argparse.Namespace) -> Any:
+    """Defaults, then ``--config`` TOML, then the options given on the command line."""
+    config = cls()
+    if getattr(args, "config", None):
+        config = from_mapping(cls, load_toml(args.config), base=config)
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name, None) is not None}
+    return from_mapping(cls, given, base=config)
