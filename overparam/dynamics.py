@@ -6,7 +6,9 @@ A *game* is anything with
 * ``disc_loss(gen, disc, batch) -> scalar``  minimized by the discriminator
   (minus the value for a zero-sum game),
 * ``sample_batch(key) -> batch``             the data one gradient evaluation sees
-  (deterministic games ignore the key).
+  (deterministic games ignore the key),
+* optionally ``project_disc(disc) -> disc``  a projection applied after every discriminator
+  update (e.g. WGAN's weight clipping); games without it are unconstrained.
 
 A *scheme* turns (game, generator optimizer, discriminator optimizer) into one pure
 ``step(state, key) -> state``. :func:`run` scans that step with ``jax.lax.scan`` and records
@@ -74,6 +76,10 @@ class TrainState(NamedTuple):
 
 
 def _grads(game: Game, gen: PyTree, disc: PyTree, batch: Any) -> tuple[PyTree, PyTree]:
+    """Both players' gradients at one point; one backward pass for a zero-sum game."""
+    if getattr(game, "zero_sum", False):
+        gg, gd = jax.grad(game.value, argnums=(0, 1))(gen, disc, batch)
+        return gg, jax.tree_util.tree_map(jnp.negative, gd)
     gg = jax.grad(game.gen_loss, argnums=0)(gen, disc, batch)
     gd = jax.grad(game.disc_loss, argnums=1)(gen, disc, batch)
     return gg, gd
@@ -107,11 +113,20 @@ def make_step(
     opt_disc: optax.GradientTransformation,
     scheme: Scheme = Scheme(),
 ) -> Callable[[TrainState, jax.Array], TrainState]:
-    """One pure training step ``step(state, key) -> state`` for ``scheme``."""
+    """One pure training step ``step(state, key) -> state`` for ``scheme``.
+
+    If the game has ``project_disc``, it is applied after every discriminator update
+    (including extragradient's extrapolation).
+    """
+    project = getattr(game, "project_disc", None)
+
+    def apply_d(gd, opt_d, disc):
+        disc, opt_d = _apply(opt_disc, gd, opt_d, disc)
+        return (disc if project is None else project(disc)), opt_d
 
     def d_update(gen, disc, opt_d, key):
         gd = jax.grad(game.disc_loss, argnums=1)(gen, disc, game.sample_batch(key))
-        return _apply(opt_disc, gd, opt_d, disc)
+        return apply_d(gd, opt_d, disc)
 
     def g_update(gen, disc, opt_g, key):
         gg = jax.grad(game.gen_loss, argnums=0)(gen, disc, game.sample_batch(key))
@@ -120,7 +135,7 @@ def make_step(
     def simultaneous(s: TrainState, key):
         gg, gd = _grads(game, s.gen, s.disc, game.sample_batch(key))
         gen, og = _apply(opt_gen, gg, s.opt_gen, s.gen)
-        disc, od = _apply(opt_disc, gd, s.opt_disc, s.disc)
+        disc, od = apply_d(gd, s.opt_disc, s.disc)
         return s._replace(gen=gen, disc=disc, opt_gen=og, opt_disc=od)
 
     def alternating(s: TrainState, key):
@@ -150,10 +165,10 @@ def make_step(
             gg0, gd0 = s.past
         # Extrapolation: the optimizers' step from the current point, their states discarded.
         gen_h, _ = _apply(opt_gen, gg0, s.opt_gen, s.gen)
-        disc_h, _ = _apply(opt_disc, gd0, s.opt_disc, s.disc)
+        disc_h, _ = apply_d(gd0, s.opt_disc, s.disc)
         gg, gd = _grads(game, gen_h, disc_h, game.sample_batch(k2))
         gen, og = _apply(opt_gen, gg, s.opt_gen, s.gen)
-        disc, od = _apply(opt_disc, gd, s.opt_disc, s.disc)
+        disc, od = apply_d(gd, s.opt_disc, s.disc)
         past = (gg, gd) if scheme.kind == "past_extragradient" else ()
         return s._replace(gen=gen, disc=disc, opt_gen=og, opt_disc=od, past=past)
 

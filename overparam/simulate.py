@@ -23,7 +23,6 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run an overparam study: simulate, write tidy CSV + JSON + a manifest, "
         "save figures (PNG and PDF) and print a summary table.",
     )
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     sub = parser.add_subparsers(dest="study", metavar="STUDY", required=True)
     for name in STUDIES:
         module = load_study(name)
@@ -35,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--config", metavar="TOML", help="load options from a TOML file (e.g. sims/<study>.toml); "
                        "options given on the command line override it")
+        p.add_argument("--no-progress", action="store_true", help="hide progress bars")
         add_arguments(p, module.Config)
     return parser
 

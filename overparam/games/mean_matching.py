@@ -90,6 +90,7 @@ class MeanMatching:
     Z: jax.Array                 # (n, d) fixed latent codes
     X: jax.Array                 # (N, m) data
     F: jax.Array | None = None   # (p, m) random-feature matrix
+    zero_sum = True              # gen_loss = value, disc_loss = −value (one backward pass)
 
     # -- construction --------------------------------------------------------------------
     @classmethod

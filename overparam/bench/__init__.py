@@ -1,0 +1,11 @@
+"""Side-by-side benchmarks: ``python -m overparam.bench <name>``.
+
+Each benchmark times our implementation and a plain reference (numpy loop, PyTorch eager)
+on the same config *in one run* and prints the ratio; no speed claim lives in a timed test.
+Each module defines ``DESCRIPTION`` and ``main(argv) -> int``.
+"""
+from __future__ import annotations
+
+BENCHES: dict[str, str] = {
+    "width-sweep": "overparam.bench.width_sweep",
+}
