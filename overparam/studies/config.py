@@ -111,8 +111,21 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file not found: {path}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    # Allow either top-level keys or a single [config] table.
-    return dict(data.get("config", data))
+    # Allow either top-level keys or a single [config] table; a [quick] table holds the
+    # overrides of the paper-figure quick mode (see load_sim) and is not a config option.
+    data = dict(data.get("config", data))
+    data.pop("quick", None)
+    return data
+
+
+def load_sim(path: str | Path, quick: bool = False) -> dict[str, Any]:
+    """A pinned config from ``sims/``: its options, with its ``[quick]`` table applied if ``quick``."""
+    path = Path(path)
+    base = load_toml(path)
+    if quick:
+        with path.open("rb") as fh:
+            base.update(tomllib.load(fh).get("quick", {}))
+    return base
 
 
 def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:

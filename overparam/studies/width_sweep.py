@@ -280,7 +280,6 @@ def verdicts(results: Results) -> dict[str, Any]:
     """The four effects, computed from the rows (nothing here is set by hand)."""
     cfg = results.config
     table = per_width(results)
-    below = [t for t in table if t["k"] < cfg.feature_dim] if hasattr(cfg, "feature_dim") else None
     fdim = cfg.m if cfg.disc == "linear" else cfg.p
     below = [t for t in table if t["k"] < fdim]
     all_conv = [t["k"] for t in table if t["converged"] == t["seeds"]]
@@ -318,7 +317,8 @@ def summary(results: Results) -> str:
         "",
         f"below k = {v['feature_dim']}: {v['converged_below_feature_dim']} of {v['runs_below_feature_dim']} runs converged "
         f"(theory: none, rank JJ^T <= k)",
-        f"every seed converges for all widths >= {v['threshold_width_all_converge']}",
+        (f"every seed converges for all widths >= {v['threshold_width_all_converge']}"
+         if v["threshold_width_all_converge"] is not None else "the widest width does not converge for every seed"),
         f"wide models (k >= {8 * v['feature_dim']}): max |rate_meas - rate_pred| / (1 - rate_pred) = "
         f"{v['max_relative_rate_error_wide']:.3g}",
         f"movement |W_T - W_0|/|W_0| vs k: log-log slope {v['movement_loglog_slope']:.3f} (theory -0.5)",
