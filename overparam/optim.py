@@ -10,7 +10,8 @@ conv GANs. The update rules, with g the player's gradient and lr its step size:
                    or per array (``per_tensor=True``); a zero gradient gives a zero step
 * ``adam``         optax.adam
 * ``rmsprop``      optax.rmsprop
-* ``ogd``          optimistic gradient, Δ_t = −lr · (2 g_t − g_{t−1})  (optax's form)
+* ``ogd``          optimistic gradient, Δ_t = −lr · (2 g_t − g_{t−1})  (optax's form; optax sets
+                   g_{−1} := g_0, so the first step is plain GD, Δ_0 = −lr · g_0)
 * ``graft``        magnitude of one optimizer's step, direction of another's:
                    Δ = ‖Δ_M‖ / (‖Δ_D‖ + ε) · Δ_D  per array or over the whole pytree
 * ``ada_nsgda``    graft(M=adam, D=sgd): Adam's magnitude on SGD's direction
