@@ -24,4 +24,7 @@ FIGURES: dict[str, Figure] = {
                                 "the same with m = 16, widths to 4096, 10 seeds, 5,000 steps"),
     "width_sweep_random_features": Figure("width-sweep", "width_sweep_random_features.toml",
                                           "random-feature discriminator: the threshold moves from k = m to k = p"),
+    "dirac": Figure("dirac", "dirac.toml",
+                    "Dirac-GAN vector fields and trajectories: simultaneous GD spirals out, alternating GD circles, "
+                    "instance noise, consensus and R1 converge"),
 }
