@@ -19,7 +19,7 @@ stochastic GDA draws a fresh Gaussian latent minibatch and a data minibatch each
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import jax

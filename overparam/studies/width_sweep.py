@@ -24,7 +24,7 @@ import numpy as np
 
 from overparam import optim
 from overparam.dynamics import Scheme, init_state, make_step, run as run_dynamics
-from overparam.errors import ConfigError, finite_positive, one_of, positive_int
+from overparam.errors import ConfigError, finite_positive, positive_int
 from overparam.games.mean_matching import MeanMatching, MeanMatchingSpec, teacher_data
 from overparam.metrics.convergence import tail_rate
 from overparam.studies import common
@@ -156,10 +156,8 @@ def _compiled(spec: MeanMatchingSpec, optimizer: str, mu: float, eta: float, sch
               steps: int, record_every: int):
     """jit(vmap over seeds) of one GDA run; cached so each shape compiles once."""
     opt_g, opt_d = optim.make(optimizer, mu), optim.make(optimizer, eta)
-    step_fn = None
 
     def one(key: jax.Array, data: jax.Array):
-        nonlocal step_fn
         kg, ki, kr = jax.random.split(key, 3)
         game = MeanMatching.create(spec, kg, data)
         gen0, disc0 = game.init(ki)

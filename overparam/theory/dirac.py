@@ -25,11 +25,11 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-import numpy as np
 import sympy as sp
 
-from overparam.errors import ConfigError, one_of, positive_int
+from overparam.errors import ConfigError, one_of
 from overparam.games.dirac import VARIANTS
+from overparam.theory.linear import linear_map, spectral_radius  # noqa: F401  (re-exported)
 
 __all__ = ["jacobian", "eigenvalues", "r1_eigenvalues", "linear_map", "spectral_radius", "fprime0"]
 
@@ -139,23 +139,3 @@ def r1_eigenvalues(gamma: Any, fp0: Any = sp.Rational(1, 2)) -> list[sp.Expr]:
     root = sp.sqrt(sp.sympify(gamma) ** 2 - 4 * sp.sympify(fp0) ** 2)
     return [(-gamma + root) / 2, (-gamma - root) / 2]
 
-
-def linear_map(J: Any, h_gen: float, h_disc: float, scheme: str = "simultaneous", n_disc: int = 1) -> np.ndarray:
-    """The linearized one-step map of GD with field Jacobian J (see the module docstring)."""
-    J = np.asarray(np.array(J, dtype=complex).real, dtype=float)
-    n_disc = positive_int("n_disc", n_disc)
-    if scheme == "simultaneous":
-        return np.eye(2) + np.diag([h_gen, h_disc]) @ J
-    G = np.array([[1 + h_gen * J[0, 0], h_gen * J[0, 1]], [0.0, 1.0]])
-    D = np.array([[1.0, 0.0], [h_disc * J[1, 0], 1 + h_disc * J[1, 1]]])
-    Dn = np.linalg.matrix_power(D, n_disc)
-    if scheme == "g_first":
-        return Dn @ G
-    if scheme == "d_first":
-        return G @ Dn
-    raise ConfigError(f"unknown scheme {scheme!r}; use simultaneous, g_first or d_first")
-
-
-def spectral_radius(J: Any, h_gen: float, h_disc: float, scheme: str = "simultaneous", n_disc: int = 1) -> float:
-    """Largest |eigenvalue| of :func:`linear_map`: the predicted per-step factor near (0, 0)."""
-    return float(np.max(np.abs(np.linalg.eigvals(linear_map(J, h_gen, h_disc, scheme, n_disc)))))

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from overparam.errors import ConfigError
+from overparam.theory.linear import linear_map
 
 
 def jjt(mean_map, gen: Any) -> np.ndarray:
@@ -33,22 +33,14 @@ def jjt(mean_map, gen: Any) -> np.ndarray:
 
 
 def linear_map_2x2(mu: float, eta: float, s: Any, scheme: str = "simultaneous", n_disc: int = 1) -> np.ndarray:
-    """The linearized (r, d) map for eigenvalue(s) s; shape s.shape + (2, 2)."""
+    """The linearized (r, d) map for eigenvalue(s) s; shape s.shape + (2, 2).
+
+    In (r, d) coordinates the field's Jacobian is [[0, −s], [1, −1]] with step sizes (μ, η),
+    so simultaneous GDA gives the frozen-time block [[1, −μs], [η, 1 − η]].
+    """
     s = np.asarray(s, dtype=np.float64)
-    one, zero = np.ones_like(s), np.zeros_like(s)
-    G = np.stack([np.stack([one, -mu * s], -1), np.stack([zero, one], -1)], -2)
-    D = np.stack([np.stack([one, zero], -1), np.stack([eta * one, (1 - eta) * one], -1)], -2)
-    if scheme == "simultaneous":
-        if n_disc != 1:
-            raise ConfigError("simultaneous GDA takes n_disc = 1")
-        return np.stack([np.stack([one, -mu * s], -1), np.stack([eta * one, (1 - eta) * one], -1)], -2)
-    Dn = np.linalg.matrix_power(D, n_disc) if D.ndim == 2 else np.stack(
-        [np.linalg.matrix_power(x, n_disc) for x in D.reshape(-1, 2, 2)]).reshape(D.shape)
-    if scheme == "d_first":
-        return G @ Dn
-    if scheme == "g_first":
-        return Dn @ G
-    raise ConfigError(f"unknown scheme {scheme!r} for the linear prediction; use simultaneous, d_first or g_first")
+    mats = [linear_map([[0.0, -x], [1.0, -1.0]], mu, eta, scheme, n_disc) for x in s.ravel()]
+    return np.asarray(mats).reshape(s.shape + (2, 2))
 
 
 def block_radius(mu: float, eta: float, eigs: Any, scheme: str = "simultaneous", n_disc: int = 1) -> float:
