@@ -27,4 +27,10 @@ FIGURES: dict[str, Figure] = {
     "dirac": Figure("dirac", "dirac.toml",
                     "Dirac-GAN vector fields and trajectories: simultaneous GD spirals out, alternating GD circles, "
                     "instance noise, consensus and R1 converge"),
+    "stochasticity": Figure("stochasticity", "stochasticity.toml",
+                            "conv GAN on a fixed latent set: 1-NN overfitting / mode-drop distances vs batch size "
+                            "and latent noise (Yazici et al. Table 1), samples beside their nearest neighbours"),
+    "conv_width_sweep": Figure("conv-width-sweep", "conv_width_sweep.toml",
+                               "conv GAN width multipliers: digits-classifier Frechet distance (not FID) over "
+                               "training, 1-NN and top singular values vs width"),
 }

@@ -8,4 +8,6 @@ from __future__ import annotations
 
 BENCHES: dict[str, str] = {
     "width-sweep": "overparam.bench.width_sweep",
+    "modes": "overparam.bench.modes",
+    "conv-gan": "overparam.bench.conv_gan",
 }

@@ -10,6 +10,10 @@ from types import ModuleType
 
 STUDIES: dict[str, str] = {
     "width-sweep": "overparam.studies.width_sweep",
+    "modes": "overparam.studies.modes",
+    "dirac": "overparam.studies.dirac",
+    "stochasticity": "overparam.studies.stochasticity",
+    "conv-width-sweep": "overparam.studies.conv_width_sweep",
 }
 
 

@@ -1,0 +1,146 @@
+"""Conv width sweep on a tiny digits subset: one row per width, FD curves from step 0, the
+convergence-speed definition against hand-computed cases, FID reported as skipped without
+weights, the final 1-NN numbers against a brute-force route, resume and configuration errors."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+pytest.importorskip("flax")
+pytest.importorskip("orbax.checkpoint")
+pytest.importorskip("sklearn")
+
+from overparam.errors import ConfigError  # noqa: E402
+from overparam.studies import conv_width_sweep as cw  # noqa: E402
+from overparam.studies.config import from_mapping  # noqa: E402
+
+TINY = dict(n=64, widths=(1 / 64, 1 / 32), latent_dim=8, batch_size=16, steps=20, eval_every=10, log_every=10,
+            n_eval=32, classifier_steps=30)
+
+
+@pytest.fixture(scope="module")
+def done(tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    mp.setenv("OVERPARAM_CACHE", str(tmp_path_factory.mktemp("cache")))
+    cfg = cw.Config(**TINY, out_dir=str(tmp_path_factory.mktemp("cw")))
+    res = cw.run(cfg, progress=False)
+    paths = cw.save(res)
+    yield cfg, res, paths
+    mp.undo()
+
+
+def test_one_row_per_width_with_finite_metrics(done):
+    cfg, res, paths = done
+    assert [r["width"] for r in res.rows] == [1 / 64, 1 / 32]
+    assert res.rows[0]["params_g"] < res.rows[1]["params_g"] and res.rows[0]["params_d"] < res.rows[1]["params_d"]
+    for r in res.rows:
+        assert r["status"] == "completed" and r["steps"] == 20
+        assert math.isfinite(r["final_score"]) and r["final_score"] >= 0
+        assert 0 <= r["pixel_overfitting_avg"] <= r["pixel_overfitting_worst5"] <= 255
+        assert 0 <= r["pixel_mode_drop_avg"] <= r["pixel_mode_drop_worst5"] <= 255
+        assert "fid" not in r
+        fd = [c for c in res.fd_curves if c["width"] == r["width"]]
+        assert [c["step"] for c in fd] == [0, 10, 20]
+        assert r["final_score"] == fd[-1]["score"]
+        assert r == {**r, **cw.convergence(fd, None)}
+    text = cw.summary(res)
+    assert "FID skipped" in text and "NOT FID" in text and "skipped" in text
+    names = {p.name for p in paths}
+    assert {"conv_width_sweep.png", "conv_width_sweep.pdf", "widths.csv", "curves.csv", "fd_curves.csv",
+            "manifest.json"} <= names
+    assert {c["width"] for c in res.curves} == set(cfg.resolved["widths"])
+
+
+def test_final_nn_and_fd_equal_a_recomputation_from_the_checkpoint(done):
+    """Reload each width's last checkpoint, regenerate the evaluation samples, recompute the pixel
+    1-NN statistics by numpy broadcasting and the classifier FD from the features."""
+    from pathlib import Path
+
+    from overparam.bridge.data import load_dataset
+    from overparam.bridge.trainer import Trainer
+    from overparam.metrics.classifier_features import get_classifier
+    from overparam.metrics.frechet import frechet_distance_from_features
+    from overparam.studies.common import config_hash
+
+    cfg, res, _ = done
+    data = load_dataset("digits", n=64, seed=0)
+    clf = get_classifier("digits", 8, seed=0, steps=cfg.classifier_steps)
+    x = np.clip(np.rint((data + np.float32(1)) * np.float32(127.5)), 0, 255).reshape(64, -1).astype(np.float64)
+    for row in res.rows:
+        w = row["width"]
+        folder = Path(cfg.out_dir) / "runs" / f"w{w:g}-{config_hash(cfg)[:8]}"
+        t = Trainer(cw.train_config(cfg, w, str(folder)), data)
+        assert t.resumed_from == 20
+        gen = t.generate(cw.eval_codes(cfg, 8), ema=True)
+        g = np.clip(np.rint((gen + np.float32(1)) * np.float32(127.5)), 0, 255).reshape(len(gen), -1)
+        d = np.abs(g.astype(np.float64)[:, None, :] - x[None, :, :]).mean(-1)
+        of, md = d.min(axis=1), d.min(axis=0)
+        assert row["pixel_overfitting_avg"] == pytest.approx(of.mean(), rel=1e-9)
+        assert row["pixel_mode_drop_avg"] == pytest.approx(md.mean(), rel=1e-9)
+        assert row["pixel_mode_drop_worst5"] == pytest.approx(np.sort(md)[-math.ceil(0.05 * 64):].mean(), rel=1e-9)
+        fd = frechet_distance_from_features(clf.features(gen), clf.features(data))
+        assert row["final_score"] == pytest.approx(fd, rel=1e-6)
+
+
+def test_convergence_definition():
+    fd = [{"step": 0, "score": 100.0}, {"step": 10, "score": 40.0}, {"step": 20, "score": 19.0},
+          {"step": 30, "score": 10.0}, {"step": 40, "score": 12.0}]
+    # total drop 90, 90 % of it reached when FD <= 10 + 9 = 19: step 20
+    assert cw.convergence(fd, None) == {"steps_to_90pct_drop": 20, "steps_to_threshold": None}
+    assert cw.convergence(fd, 15.0)["steps_to_threshold"] == 30
+    assert cw.convergence(fd, 5.0)["steps_to_threshold"] is None
+    rising = [{"step": 0, "score": 1.0}, {"step": 10, "score": 2.0}]
+    assert cw.convergence(rising, None)["steps_to_90pct_drop"] is None
+
+
+def test_resume_reuses_finished_widths(done, monkeypatch):
+    cfg, res, _ = done
+
+    def boom(*a, **k):
+        raise AssertionError("a finished width was trained again")
+
+    monkeypatch.setattr(cw, "run_width", boom)
+    assert cw.run(cfg, progress=False).rows == res.rows
+
+
+@pytest.mark.parametrize("bad", [
+    {"widths": ()},
+    {"widths": (0.5, 0.5)},
+    {"widths": (0.0,)},
+    {"steps": 25},                 # not a multiple of eval_every
+    {"eval_every": 15},            # not a multiple of log_every
+    {"batch_size": 128},           # > n
+    {"n_eval": 1},
+    {"data": "celeba"},            # no path
+    {"loss": "lsgan"},
+    {"fd_threshold": -1.0},
+])
+def test_bad_options_raise_config_error(bad):
+    with pytest.raises(ConfigError):
+        from_mapping(cw.Config, {**TINY, **bad})
+
+
+def test_fid_plumbing_with_a_stubbed_inception(done, tmp_path, monkeypatch):
+    """With --inception-weights the end-of-run FID of the EMA samples goes into the table (the
+    Inception network itself is tested in test_metrics_bridge; stubbed here to stay fast)."""
+    from overparam.bridge import inception
+
+    seen = []
+
+    def fake_stats(images, weights_path, *a, **k):
+        assert weights_path == "w.npz" and images.shape == (64, 8, 8, 1)
+        return np.zeros(3), np.eye(3)
+
+    def fake_fid(generated, stats, weights_path, *a, **k):
+        seen.append(generated.shape)
+        return 42.0
+
+    monkeypatch.setattr(inception, "reference_statistics", fake_stats)
+    monkeypatch.setattr(inception, "fid", fake_fid)
+    cfg = cw.Config(**{**TINY, "widths": (1 / 64,)}, inception_weights="w.npz", out_dir=str(tmp_path))
+    res = cw.run(cfg, progress=False)
+    assert res.rows[0]["fid"] == 42.0 and seen == [(32, 8, 8, 1)]
+    assert "FID computed" in cw.summary(res)
+    assert (tmp_path / "conv_width_sweep.png").exists() or cw.save(res)
