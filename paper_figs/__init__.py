@@ -27,6 +27,11 @@ FIGURES: dict[str, Figure] = {
     "dirac": Figure("dirac", "dirac.toml",
                     "Dirac-GAN vector fields and trajectories: simultaneous GD spirals out, alternating GD circles, "
                     "instance noise, consensus and R1 converge"),
+    "modes": Figure("modes", "modes.toml",
+                    "ring of 8 Gaussians: modes covered per (lr_G, lr_D) cell for SGDA, nSGDA (global, per tensor), "
+                    "Adam and grafted optimizers"),
+    "modes_neurons": Figure("modes", "modes_neurons.toml",
+                            "neurons family (K = 3 modes in d = 50): modes recovered per cell and optimizer"),
     "stochasticity": Figure("stochasticity", "stochasticity.toml",
                             "conv GAN on a fixed latent set: 1-NN overfitting / mode-drop distances vs batch size "
                             "and latent noise (Yazici et al. Table 1), samples beside their nearest neighbours"),
