@@ -3,7 +3,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from overparam import optim
 from overparam.dynamics import Scheme, init_state, make_step, run
@@ -78,6 +78,7 @@ def _trajectory(game, gen, disc, steps=30, mu=0.3, eta=0.7):
     return recs
 
 
+@settings(max_examples=6)  # each example compiles two 30-step runs
 @given(seed=st.integers(0, 2**16))
 def test_permuting_hidden_units_leaves_trajectory_unchanged(seed):
     with jax.enable_x64(True):

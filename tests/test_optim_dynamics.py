@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from overparam import optim
 from overparam.dynamics import Scheme, init_state, make_step, run
@@ -78,6 +78,7 @@ def _run(game, gen, disc, opt_name, scheme=Scheme(), steps=25, lr=(0.05, 0.1), r
 
 
 @pytest.mark.parametrize("name", ["nsgd_global", "nsgd_tensor"])
+@settings(max_examples=6)  # each example compiles a 25-step run
 @given(c=st.floats(1e-3, 1e3))
 def test_nsgd_trajectory_invariant_to_loss_scale(name, c):
     with jax.enable_x64(True):
