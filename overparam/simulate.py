@@ -17,7 +17,16 @@ from overparam.studies import STUDIES, load_study
 from overparam.studies.config import add_arguments, from_args
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _load(name: str):
+    """The study module, or the reason it cannot load (a missing optional extra)."""
+    try:
+        return load_study(name), None
+    except (ImportError, ConfigError) as exc:
+        return None, (f"study {name!r} needs the conv-GAN extra: pip install -e \".[bridge]\" ({exc})")
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The CLI; with ``only`` just that study's options are built (no other study is imported)."""
     parser = argparse.ArgumentParser(
         prog="python -m overparam.simulate",
         description="Run an overparam study: simulate, write tidy CSV + JSON + a manifest, "
@@ -25,7 +34,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="study", metavar="STUDY", required=True)
     for name in STUDIES:
-        module = load_study(name)
+        if only is not None and name != only:
+            sub.add_parser(name)
+            continue
+        module, problem = _load(name)
+        if module is None:
+            sub.add_parser(name, help=f"(unavailable: {problem})", description=problem)
+            continue
         p = sub.add_parser(
             name,
             help=module.DESCRIPTION.splitlines()[0],
@@ -40,9 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    only = argv[0] if argv and argv[0] in STUDIES else None
+    parser = build_parser(only)
     args = parser.parse_args(argv)
-    module = load_study(args.study)
+    module, problem = _load(args.study)
+    if module is None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     try:
         config = from_args(module.Config, args)
         results = module.run(config, progress=not args.no_progress)
