@@ -88,11 +88,14 @@ def test_convergence_definition():
     fd = [{"step": 0, "score": 100.0}, {"step": 10, "score": 40.0}, {"step": 20, "score": 19.0},
           {"step": 30, "score": 10.0}, {"step": 40, "score": 12.0}]
     # total drop 90, 90 % of it reached when FD <= 10 + 9 = 19: step 20
-    assert cw.convergence(fd, None) == {"steps_to_90pct_drop": 20, "steps_to_threshold": None}
+    assert cw.convergence(fd, None) == {"steps_to_90pct_drop": 20, "steps_to_threshold": None,
+                                        "still_falling": False}
+    assert cw.convergence(fd[:4], None)["still_falling"] is True
     assert cw.convergence(fd, 15.0)["steps_to_threshold"] == 30
     assert cw.convergence(fd, 5.0)["steps_to_threshold"] is None
     rising = [{"step": 0, "score": 1.0}, {"step": 10, "score": 2.0}]
     assert cw.convergence(rising, None)["steps_to_90pct_drop"] is None
+    assert cw.convergence(rising, None)["still_falling"] is False
 
 
 def test_resume_reuses_finished_widths(done, monkeypatch):
@@ -143,4 +146,4 @@ def test_fid_plumbing_with_a_stubbed_inception(done, tmp_path, monkeypatch):
     res = cw.run(cfg, progress=False)
     assert res.rows[0]["fid"] == 42.0 and seen == [(32, 8, 8, 1)]
     assert "FID computed" in cw.summary(res)
-    assert (tmp_path / "conv_width_sweep.png").exists() or cw.save(res)
+    assert "conv_width_sweep.png" in {p.name for p in cw.save(res)}  # the figure gains an FID panel

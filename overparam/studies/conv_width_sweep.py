@@ -11,8 +11,9 @@ Per width it measures
   at step 0 and every ``eval_every`` steps; on other data FID plays this role when an Inception
   weights file is given, and nothing does otherwise;
 * convergence speed from that curve: the first step at which the distance has made 90 % of its
-  total drop, FD(t) - min FD <= 0.1 (FD(0) - min FD), and, with ``fd_threshold``, the first
-  step at which FD <= fd_threshold ("not reached" otherwise);
+  total drop, FD(t) - min FD <= 0.1 (FD(0) - min FD) — marked "still falling" when the last
+  evaluation is the lowest, i.e. the run ended before the curve flattened — and, with
+  ``fd_threshold``, the first step at which FD <= fd_threshold ("not reached" otherwise);
 * FID at the end, only when ``--inception-weights PATH`` is given (protocol in
   overparam.bridge.inception; reference = the n training images); otherwise it says it is skipped;
 * 1-NN pixel distances at the end (overfitting / mode drop, L1 on [0, 255] per pixel and channel,
@@ -27,7 +28,6 @@ the preset's value. Writes widths.csv, curves.csv, fd_curves.csv, results.json, 
 conv_width_sweep.png/.pdf."""
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -213,10 +213,11 @@ def eval_codes(config: Config, latent_dim: int) -> np.ndarray:
 def convergence(fd: list[dict[str, Any]], threshold: float | None) -> dict[str, Any]:
     """Steps to 90 % of the FD drop, FD(t) - min <= (1 - DROP)(FD(0) - min), and to FD <= threshold."""
     vals = [(c["step"], c["score"]) for c in fd if math.isfinite(c["score"])]
-    out: dict[str, Any] = {"steps_to_90pct_drop": None, "steps_to_threshold": None}
+    out: dict[str, Any] = {"steps_to_90pct_drop": None, "steps_to_threshold": None, "still_falling": False}
     if len(vals) < 2:
         return out
     first, low = vals[0][1], min(v for _, v in vals)
+    out["still_falling"] = vals[-1][1] == low and vals[-1][1] < vals[-2][1]  # the drop is not over: speed censored
     if not first > low:
         return out  # the distance never fell below its starting value: no convergence to time
     target = low + (1 - DROP) * (first - low)
@@ -295,7 +296,8 @@ def run(config: Config = Config(), progress: bool = True) -> Results:
             cell["score_note"] = note
             store.put(f"w{w:g}", cell)
         note = cell["score_note"]
-        rows.append(cell["row"])
+        fd = [{"step": c["step"], "score": c["score"]} for c in cell["fd"]]
+        rows.append({**cell["row"], **convergence(fd, config.fd_threshold)})  # derived from the stored curve
         curves += cell["curves"]
         fds += cell["fd"]
     fid_note = ("FID computed at the end against the n training images" if config.inception_weights else
@@ -313,8 +315,9 @@ def summary(results: Results) -> str:
         shown.append({
             "width": f"{row['width']:g}", "params G": row["params_g"], "params D": row["params_d"],
             f"{score} final": row.get("final_score", float("nan")),
-            "steps to 90% drop": row.get("steps_to_90pct_drop") if row.get("steps_to_90pct_drop") is not None
-            else "no drop",
+            "steps to 90% drop": ("no drop" if row.get("steps_to_90pct_drop") is None else
+                                  f"{row['steps_to_90pct_drop']}" + (" (still falling)" if row.get("still_falling")
+                                                                     else "")),
             **({"steps to thr": row.get("steps_to_threshold") if row.get("steps_to_threshold") is not None
                 else "not reached"} if cfg.fd_threshold is not None else {}),
             "1-NN OF avg": row.get("pixel_overfitting_avg", float("nan")),
