@@ -24,6 +24,11 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
+def help_meta(text: str) -> dict[str, str]:
+    """Field metadata carrying the ``--help`` text of a config option."""
+    return {"help": text}
+
+
 def _coerce(name: str, tp: Any, value: Any) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)

@@ -38,6 +38,7 @@ import numpy as np
 
 from overparam.errors import ConfigError, finite_positive, one_of, positive_int, require
 from overparam.studies import common
+from overparam.studies.config import help_meta as _h
 from overparam.studies.stochasticity import CLASSIFIER_DATA, DATASETS, curve_rows
 
 NAME = "conv-width-sweep"
@@ -50,10 +51,6 @@ PRESETS: dict[str, dict[str, Any]] = {
               "n_eval": 10000, "log_every": 500, "resolution": 32, "ema_decay": 0.999},
 }
 DROP = 0.9  # convergence = 90 % of the total FD drop (fixed before any run)
-
-
-def _h(text: str) -> dict[str, str]:
-    return {"help": text}
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from overparam.dynamics import Scheme, init_state, make_step, run as run_dynamic
 from overparam.errors import ConfigError, finite_positive, one_of, positive_int, require
 from overparam.games.dirac import VARIANTS, DiracGAN, vector_field
 from overparam.studies import common
+from overparam.studies.config import help_meta as _h
 from overparam.theory import dirac as theory
 
 NAME = "dirac"
@@ -47,10 +48,6 @@ discriminator steps per generator step). Per run: final distance to (0, 0) and t
 converged / circling / diverging; per variant: sympy Jacobian eigenvalues at (0, 0) and the
 linearized maps' spectral radii. Writes trajectories.csv (variant, scheme, step, theta,
 psi), summary.csv, theory.csv, results.json, manifest.json and dirac.png/.pdf."""
-
-
-def _h(text: str) -> dict[str, str]:
-    return {"help": text}
 
 
 @dataclass(frozen=True)

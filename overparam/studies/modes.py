@@ -37,6 +37,7 @@ from overparam.errors import ConfigError, finite_positive, one_of, positive_int,
 from overparam.games.multimodal import Mixture2D, Mixture2DSpec, Neurons, NeuronsSpec
 from overparam.metrics.modes import mixture_coverage, neuron_modes
 from overparam.studies import common
+from overparam.studies.config import help_meta as _h
 
 NAME = "modes"
 DESCRIPTION = __doc__
@@ -57,10 +58,6 @@ N_EVAL = 2000            # generator samples per coverage measurement (ring / gr
 # also the family where SGDA never recovered all modes in any run. Neither family satisfies
 # "SGDA's best cell below nSGDA's median cell": most of a four-decade grid fails for nSGDA too.
 DEFAULT_FAMILY = "ring"
-
-
-def _h(text: str) -> dict[str, str]:
-    return {"help": text}
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,7 @@ import numpy as np
 
 from overparam.errors import ConfigError, finite_positive, one_of, positive_int, require
 from overparam.studies import common
+from overparam.studies.config import help_meta as _h
 
 NAME = "stochasticity"
 DESCRIPTION = __doc__
@@ -71,10 +72,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 NOISE_MARGIN = 0.05  # see trend()
 STATS = ("overfitting_avg", "overfitting_worst10", "overfitting_worst5",
          "mode_drop_avg", "mode_drop_worst10", "mode_drop_worst5")
-
-
-def _h(text: str) -> dict[str, str]:
-    return {"help": text}
 
 
 @dataclass(frozen=True)

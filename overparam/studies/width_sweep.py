@@ -28,6 +28,7 @@ from overparam.errors import ConfigError, finite_positive, positive_int
 from overparam.games.mean_matching import MeanMatching, MeanMatchingSpec, teacher_data
 from overparam.metrics.convergence import tail_rate
 from overparam.studies import common
+from overparam.studies.config import help_meta as _h
 from overparam.theory.spectral import predicted_rates
 
 NAME = "width-sweep"
@@ -36,10 +37,6 @@ DESCRIPTION = """GDA on the mean-matching game across generator widths (Balaji e
 Per (width, seed): final relative residual, |d_T|, measured vs predicted linear rate,
 relative movement |W_T - W_0|/|W_0|, converged/diverged flags and the residual curve.
 Writes summary.csv, curves.csv, results.json, manifest.json and width_sweep.png/.pdf."""
-
-
-def _h(text: str) -> dict[str, str]:
-    return {"help": text}
 
 
 @dataclass(frozen=True)
