@@ -450,7 +450,7 @@ def _npz_images(path: Path, images: np.ndarray) -> np.ndarray:
 
 def save_npz(path: str, images: np.ndarray, labels: np.ndarray | None = None) -> Path:
     """Write images (uint8 or float in [-1, 1]) and optional labels in the layout ``npz`` reads."""
-    from overparam.studies.common import atomic_write_bytes
+    from overparam.records import atomic_write_bytes
 
     buf = io.BytesIO()
     arrays = {"images": np.asarray(images)}

@@ -318,7 +318,7 @@ def convert_pytorch_fid_weights(pth_path: str, npz_path: str) -> Path:
     The .npz keeps the state-dict names and torch layouts (float32), plus ``__source_sha256__``
     (the .pth's SHA-256; pytorch-fid's file name carries its first 8 hex digits, 6726825d).
     The tensors are checked against the network before writing."""
-    from overparam.studies.common import atomic_write_bytes
+    from overparam.records import atomic_write_bytes
 
     pth = Path(pth_path).expanduser()
     if not pth.is_file():
@@ -431,7 +431,7 @@ def load_stats(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def save_stats(path: str | Path, mu: np.ndarray, sigma: np.ndarray) -> Path:
-    from overparam.studies.common import atomic_write_bytes
+    from overparam.records import atomic_write_bytes
 
     buf = io.BytesIO()
     np.savez(buf, mu=np.asarray(mu, np.float64), sigma=np.asarray(sigma, np.float64))

@@ -49,7 +49,7 @@ import optax
 from overparam import dynamics, optim
 from overparam.bridge import losses, nets, sharding
 from overparam.errors import ConfigError, finite_positive, one_of, positive_int, require
-from overparam.studies import common
+from overparam import records as common
 
 __all__ = ["Batch", "TrainConfig", "TrainState", "Trainer", "as_game", "draw_batch", "make_train_step"]
 

@@ -193,7 +193,7 @@ def get_classifier(dataset: str = "digits", resolution: int | None = None, seed:
     from flax import serialization
 
     from overparam.bridge.data import load_dataset_with_labels
-    from overparam.studies.common import atomic_write_bytes, write_json
+    from overparam.records import atomic_write_bytes, write_json
 
     dataset = one_of("classifier data set", dataset, DATASETS)
     resolution = positive_int("resolution", resolution or _native_resolution(dataset))
