@@ -13,6 +13,7 @@ import sys
 from typing import Sequence
 
 from overparam.errors import ConfigError
+from overparam.records import check_out_dir
 from overparam.studies import STUDIES, load_study
 from overparam.studies.config import add_arguments, from_args
 
@@ -50,27 +51,65 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         p.add_argument("--config", metavar="TOML", help="load options from a TOML file (e.g. sims/<study>.toml); "
                        "options given on the command line override it")
         p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+        p.add_argument("--no-compile-cache", action="store_true",
+                       help="do not use the persistent compilation cache (see overparam.compile_cache)")
         add_arguments(p, module.Config)
     return parser
+
+
+def join_option_values(argv: list[str], parser: argparse.ArgumentParser) -> list[str]:
+    """``--widths -4,8`` → ``--widths=-4,8``: argparse takes a value that starts with '-' for an
+    option, so a negative list value would get "expected one argument" instead of the
+    config's own error message. Values of options that take one are joined with '='."""
+    takes_value: set[str] = set()
+    known: set[str] = set()
+    for action in parser._actions:  # the study subparsers' options
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                for a in sub._actions:
+                    known |= set(a.option_strings)
+                    if a.option_strings and a.nargs is None and not isinstance(
+                            a, (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse._HelpAction)):
+                        takes_value |= set(a.option_strings)
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        tok = argv[i]
+        if tok in takes_value and i + 1 < len(argv) and argv[i + 1].startswith("-") \
+                and argv[i + 1] not in known and not argv[i + 1].startswith("--"):
+            out.append(f"{tok}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(tok)
+        i += 1
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     only = argv[0] if argv and argv[0] in STUDIES else None
     parser = build_parser(only)
-    args = parser.parse_args(argv)
+    args = parser.parse_args(join_option_values(argv, parser))
     module, problem = _load(args.study)
     if module is None:
         print(f"error: {problem}", file=sys.stderr)
         return 2
+    if not getattr(args, "no_compile_cache", False):
+        from overparam import compile_cache
+
+        compile_cache.enable()
     try:
         config = from_args(module.Config, args)
+        check_out_dir(config.out_dir)  # one clear error before any work
         results = module.run(config, progress=not args.no_progress)
         paths = module.save(results)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(module.summary(results))
+    cells = getattr(results, "cells_report", None)
+    if cells:
+        print(cells)
     if paths:
         print(f"\nwrote {len(paths)} files to {config.out_dir}")
     return 0

@@ -17,7 +17,12 @@ SIMS = Path(__file__).resolve().parent.parent / "sims"
 def make(name: str, out: Path, quick: bool, progress: bool = True) -> list[Path]:
     """Run figure ``name``'s study on its sims/ config; write everything under ``out/name``."""
     fig = FIGURES[name]
-    module = load_study(fig.study)
+    try:
+        module = load_study(fig.study)
+    except ImportError as exc:
+        raise ConfigError(f"figure {name!r} (study {fig.study}) needs an optional extra that is not installed "
+                          f"({exc.name or exc}): pip install -e \".[bridge]\", or skip it with --only "
+                          f"and the other figure names") from None
     options = load_sim(SIMS / fig.sim, quick=quick)
     options["out_dir"] = str(out / name)
     config = from_mapping(module.Config, options)

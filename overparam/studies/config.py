@@ -84,6 +84,55 @@ def _coerce(name: str, tp: Any, value: Any) -> Any:
     return value
 
 
+def _type_ok(tp: Any, value: Any) -> bool:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(a, value) for a in args)
+    if tp is type(None):
+        return value is None
+    if origin in (tuple, list):
+        inner = args[0] if args else Any
+        return isinstance(value, (tuple, list)) and all(_type_ok(inner, v) for v in value)
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is str:
+        return isinstance(value, str)
+    if tp is Path:
+        return isinstance(value, (str, Path))
+    return True
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in args)
+    if origin in (tuple, list):
+        return f"a tuple of {_type_name(args[0]) if args else 'values'}"
+    return {bool: "true/false (bool)", int: "an integer", float: "a number", str: "a string",
+            type(None): "None"}.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def check_types(config: Any) -> None:
+    """Check every field of a config dataclass against its type hint (the Python API path).
+
+    ``Config(mu="0.5")`` raises one :class:`ConfigError` at construction, naming the field,
+    the expected type and the value, instead of a TypeError deep inside a run. Call it first
+    in each study config's ``__post_init__``.
+    """
+    for name, tp in field_types(type(config)).items():
+        value = getattr(config, name)
+        if not _type_ok(tp, value):
+            raise ConfigError(f"{type(config).__name__}.{name} must be {_type_name(tp)}, got {value!r} "
+                              f"({type(value).__name__}); e.g. --{name.replace('_', '-')} on the command line "
+                              "takes the text form")
+
+
 def field_types(cls: type) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
@@ -114,10 +163,18 @@ def load_toml(path: str | Path) -> dict[str, Any]:
             data = tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"--config {path} is a folder; give a TOML file such as sims/width_sweep.toml") from None
+    except PermissionError:
+        raise ConfigError(f"--config {path} cannot be read (permission denied)") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"--config {path} is not a text TOML file (it is not UTF-8)") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     # Allow either top-level keys or a single [config] table; a [quick] table holds the
     # overrides of the paper-figure quick mode (see load_sim) and is not a config option.
+    if "config" in data and not isinstance(data["config"], dict):
+        raise ConfigError(f"config file {path}: 'config' must be a table ([config])")
     data = dict(data.get("config", data))
     data.pop("quick", None)
     return data

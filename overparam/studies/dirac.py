@@ -36,7 +36,7 @@ from overparam.dynamics import Scheme, init_state, make_step, run as run_dynamic
 from overparam.errors import ConfigError, finite_positive, one_of, positive_int, require
 from overparam.games.dirac import VARIANTS, DiracGAN, vector_field
 from overparam.studies import common
-from overparam.studies.config import help_meta as _h
+from overparam.studies.config import check_types, help_meta as _h
 from overparam.theory import dirac as theory
 
 NAME = "dirac"
@@ -82,6 +82,7 @@ class Config:
     out_dir: str = field(default="results/dirac", metadata=_h("output directory"))
 
     def __post_init__(self) -> None:
+        check_types(self)
         require(len(self.variants) > 0, "variants is empty; give at least one, e.g. --variants gan,r1")
         for v in self.variants:
             one_of("Dirac-GAN variant", v, VARIANTS)
@@ -144,6 +145,7 @@ class Results:
     rows: list[dict[str, Any]]          # one per (variant, scheme)
     theory: list[dict[str, Any]]        # one per variant label
     seconds: float
+    cells_report: str = ""              # "cells: reused N of M, computed K"
 
 
 # -- simulation ------------------------------------------------------------------------------
@@ -229,8 +231,25 @@ def theory_row(config: Config, variant: str, label: str, params: dict[str, float
 
 
 # -- the study -------------------------------------------------------------------------------
+def _run_job(config: Config, variant: str, sets: list, sname: str, scheme: Scheme, r0: float) -> dict:
+    """One cell: the runs of one variant (all its parameter sets) under one scheme."""
+    rows, trajectories = [], []
+    tr = simulate_variant(config, variant, [p for _, p in sets], scheme)
+    for i, (label, _) in enumerate(sets):
+        th, ps = tr["theta"][i], tr["psi"][i]
+        r = np.hypot(th, ps)
+        final = float(r[-1]) if np.isfinite(r[-1]) else float("nan")
+        rows.append({"variant": label, "scheme": sname, "final_theta": float(th[-1]),
+                     "final_psi": float(ps[-1]), "final_distance": final,
+                     "status": classify(r, r0, config.window, config.converged_tol, config.diverged_factor)})
+        trajectories += [{"variant": label, "scheme": sname, "step": t, "theta": float(a), "psi": float(b)}
+                         for t, (a, b) in enumerate(zip(th, ps))]
+    return {"rows": rows, "trajectories": trajectories}
+
+
 def run(config: Config = Config(), progress: bool = True) -> Results:
-    """Every (variant, scheme) run, the status table and the theory table."""
+    """Every (variant, scheme) run (finished ones in ``out_dir/cells`` are reused), the status
+    table and the theory table."""
     t0 = time.perf_counter()
     ctx = jax.enable_x64(True) if config.x64 else contextlib.nullcontext()
     trajectories: list[dict] = []
@@ -238,18 +257,14 @@ def run(config: Config = Config(), progress: bool = True) -> Results:
     theory_rows: list[dict] = []
     r0 = float(np.hypot(config.theta0, config.psi0))
     jobs = [(v, sets, sch) for v, sets in config.runs() for sch in config.schemes()]
+    common.check_out_dir(config.out_dir)
+    store = common.CellStore(config.out_dir, config)
     with ctx:
         for variant, sets, (sname, scheme) in common.progress(jobs, desc="dirac", enabled=progress):
-            tr = simulate_variant(config, variant, [p for _, p in sets], scheme)
-            for i, (label, _) in enumerate(sets):
-                th, ps = tr["theta"][i], tr["psi"][i]
-                r = np.hypot(th, ps)
-                final = float(r[-1]) if np.isfinite(r[-1]) else float("nan")
-                rows.append({"variant": label, "scheme": sname, "final_theta": float(th[-1]),
-                             "final_psi": float(ps[-1]), "final_distance": final,
-                             "status": classify(r, r0, config.window, config.converged_tol, config.diverged_factor)})
-                trajectories += [{"variant": label, "scheme": sname, "step": t, "theta": float(a), "psi": float(b)}
-                                 for t, (a, b) in enumerate(zip(th, ps))]
+            cell = store.get_or_compute(f"{variant}-{sname}",
+                                        lambda: _run_job(config, variant, sets, sname, scheme, r0))
+            rows += cell["rows"]
+            trajectories += cell["trajectories"]
     for variant, sets in config.runs():
         for label, params in sets:
             theory_rows.append(theory_row(config, variant, label, params))
@@ -258,7 +273,9 @@ def run(config: Config = Config(), progress: bool = True) -> Results:
         r["rho_linear"] = rho[(r["variant"], r["scheme"])]
     order = {(t["variant"], s): i for i, (t, s) in enumerate((t, s) for t in theory_rows for s, _ in config.schemes())}
     rows.sort(key=lambda r: order[(r["variant"], r["scheme"])])  # variant by variant, schemes in config order
-    return Results(config, trajectories, rows, theory_rows, time.perf_counter() - t0)
+    res = Results(config, trajectories, rows, theory_rows, time.perf_counter() - t0)
+    res.cells_report = store.report()
+    return res
 
 
 def summary(results: Results) -> str:
