@@ -1,4 +1,7 @@
-"""Multimodal games for the nSGDA-vs-SGDA mode-coverage study (issue 4, "our construction").
+"""Multimodal games for the nSGDA-vs-SGDA mode-coverage study (Jelassi et al. 2022).
+
+The exact setting of the paper is not published: both families are our construction
+(docs/theory.md §7).
 
 Two families; both are plain games in the sense of :mod:`overparam.dynamics`
 (``gen_loss``, ``disc_loss``, ``sample_batch``) and know nothing about optimizers.

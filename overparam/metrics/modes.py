@@ -7,7 +7,7 @@
   share of samples within 3 std of some mode.
 
 A diverged run (any non-finite value) recovers no mode and has quality 0. The thresholds
-are the issue's and are not study options: the criterion is never widened after the fact.
+are fixed here (docs/theory.md §7) and are not study options: the criterion is never widened after the fact.
 """
 from __future__ import annotations
 
