@@ -60,7 +60,7 @@ class Config:
     lr_disc: float = field(default=0.2, metadata=_h("discriminator step size h_D"))
     theta0: float = field(default=1.0, metadata=_h("starting generator parameter theta"))
     psi0: float = field(default=1.0, metadata=_h("starting discriminator parameter psi"))
-    optimizer: str = field(default="sgd", metadata=_h("optimizer of both players (see overparam.optim)"))
+    optimizer: str = field(default="sgd", metadata=_h("optimizer of both players, one of: " + ", ".join(optim.OPTIMIZERS)))
     simultaneous: bool = field(default=True, metadata=_h("include simultaneous GD"))
     n_disc: tuple[int, ...] = field(default=(1, 5), metadata=_h("alternating GD: discriminator steps per generator "
                                                                  "step, one run each (empty: no alternating run)"))
