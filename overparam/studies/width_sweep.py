@@ -22,10 +22,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from overparam import optim
+from overparam import claims, optim
 from overparam.dynamics import Scheme, init_state, make_step, run as run_dynamics
 from overparam.errors import ConfigError, finite_positive, positive_int
-from overparam.games.mean_matching import MeanMatching, MeanMatchingSpec, teacher_data
+from overparam.games.activations import activation
+from overparam.games.mean_matching import (MeanMatching, MeanMatchingSpec, PaddedMeanMatching, jjt_eigenvalues,
+                                           teacher_data)
 from overparam.metrics.convergence import tail_rate
 from overparam.studies import common
 from overparam.studies.config import help_meta as _h
@@ -37,6 +39,23 @@ DESCRIPTION = """GDA on the mean-matching game across generator widths (Balaji e
 Per (width, seed): final relative residual, |d_T|, measured vs predicted linear rate,
 relative movement |W_T - W_0|/|W_0|, converged/diverged flags and the residual curve.
 Writes summary.csv, curves.csv, results.json, manifest.json and width_sweep.png/.pdf."""
+
+
+def _check_verdict_options(cfg: "Config") -> None:
+    """Verdict thresholds and ranges (checked in Config.__post_init__, before any work)."""
+    finite_positive("blowup (divergence bound on the relative residual)", cfg.blowup)
+    if cfg.blowup <= 1.0:
+        raise ConfigError(f"blowup must exceed 1 (the relative residual starts at 1), got {cfg.blowup}")
+    finite_positive("rate_k_factor", cfg.rate_k_factor)
+    finite_positive("rate_error_max", cfg.rate_error_max)
+    finite_positive("lazy_k_factor", cfg.lazy_k_factor)
+    if len(cfg.slope_band) != 2 or not all(np.isfinite(cfg.slope_band)) or cfg.slope_band[0] >= cfg.slope_band[1]:
+        raise ConfigError(f"slope_band must be two finite numbers lo < hi, e.g. -0.6,-0.4; got {cfg.slope_band}")
+    for name in ("below_share_max", "wide_share_min"):
+        v = finite_positive(name, getattr(cfg, name))
+        if v > 1:
+            raise ConfigError(f"{name} is a share and must be in (0, 1], got {v}")
+    positive_int("n_boot", cfg.n_boot)
 
 
 @dataclass(frozen=True)
@@ -61,7 +80,7 @@ class Config:
     batch_size: int | None = field(default=None, metadata=_h("latent minibatch per step; none = fixed set, full batch"))
     mu: float = field(default=0.5, metadata=_h("generator step size mu"))
     eta: float = field(default=1.0, metadata=_h("discriminator step size eta"))
-    optimizer: str = field(default="sgd", metadata=_h("optimizer of both players (see overparam.optim)"))
+    optimizer: str = field(default="sgd", metadata=_h("optimizer of both players, one of: " + ", ".join(optim.OPTIMIZERS)))
     scheme: str = field(default="simultaneous", metadata=_h("simultaneous, alternating, extragradient, past_extragradient"))
     order: str = field(default="d_first", metadata=_h("alternating order: d_first or g_first"))
     n_disc: int = field(default=1, metadata=_h("discriminator steps per generator step (alternating)"))
@@ -72,9 +91,36 @@ class Config:
     tol: float = field(default=1e-3, metadata=_h("converged when the final relative residual is below this"))
     floor: float = field(default=1e-5, metadata=_h("rate fit uses records with relative residual above this"))
     x64: bool = field(default=False, metadata=_h("run in float64"))
+    bucket_min: int = field(default=32, metadata=_h(
+        "speed: widths are padded to buckets of max(bucket_min, next power of two) units, one program for all"))
+    fast_grad: bool = field(default=True, metadata=_h(
+        "speed: closed-form gradient for the ReLU / depth-1 / linear-discriminator game (autodiff otherwise)"))
+    devices: int = field(default=1, metadata=_h("speed: split the buckets over this many local devices (0 = all)"))
     out_dir: str = field(default="results/width-sweep", metadata=_h("output directory"))
+    # -- verdict thresholds and ranges (pinned in sims/width_sweep.toml before the runs) --
+    blowup: float = field(default=1e3, metadata=_h(
+        "divergence bound: a run whose relative residual exceeds this at any record (or is non-finite) diverged"))
+    rate_k_factor: float = field(default=8.0, metadata=_h(
+        "rate verdict range: widths k >= rate_k_factor * feature dim"))
+    rate_error_max: float = field(default=0.1, metadata=_h(
+        "rate verdict: mean per-seed |rho_meas - rho_pred|/(1 - rho_pred) must be below this"))
+    lazy_k_factor: float = field(default=8.0, metadata=_h(
+        "movement verdict (lazy) range: widths k >= lazy_k_factor * feature dim"))
+    slope_band: tuple[float, ...] = field(default=(-0.6, -0.4), metadata=_h(
+        "movement verdict: the log-log slope of movement vs k must lie in this band (theory -1/2)"))
+    below_share_max: float = field(default=0.25, metadata=_h(
+        "below k = feature dim: the share of converged runs must be below this"))
+    wide_share_min: float = field(default=0.9, metadata=_h(
+        "in the rate range: the share of converged runs must be above this"))
+    n_boot: int = field(default=10000, metadata=_h("bootstrap resamples of the verdict intervals"))
+    boot_seed: int = field(default=0, metadata=_h("seed of the verdict bootstrap"))
+
+    #: verdict options change no run's numbers: finished cells stay valid when they change
+    NOT_CONTENT = ("blowup", "rate_k_factor", "rate_error_max", "lazy_k_factor", "slope_band",
+                   "below_share_max", "wide_share_min", "n_boot", "boot_seed")
 
     def __post_init__(self) -> None:
+        _check_verdict_options(self)
         if not self.widths:
             raise ConfigError("widths is empty; give at least one width, e.g. --widths 8,64,512")
         for k in self.widths:
@@ -180,6 +226,233 @@ def _compiled(spec: MeanMatchingSpec, optimizer: str, mu: float, eta: float, sch
     return jax.jit(jax.vmap(one, in_axes=(0, None)))
 
 
+# -- the whole sweep: one draws program, host-side setup, one scanned program over buckets ----
+def bucket_size(k: int, bucket_min: int) -> int:
+    """The padded width of k's bucket: max(bucket_min, the next power of two ≥ k)."""
+    return max(bucket_min, 1 << (int(k) - 1).bit_length())
+
+
+def _instance_keys(config: Config, widths: tuple[int, ...]) -> jax.Array:
+    """Key of (width k, seed s) = fold_in(fold_in(PRNGKey(seed), k), s), shape (len(widths), seeds, 2)."""
+    base = jax.random.PRNGKey(config.seed)
+    ks = jnp.asarray(widths, jnp.uint32)
+    ss = jnp.arange(config.seeds, dtype=jnp.uint32)
+    per_k = jax.vmap(lambda k: jax.random.fold_in(base, k))(ks)
+    return jax.vmap(lambda kk: jax.vmap(lambda s: jax.random.fold_in(kk, s))(ss))(per_k)
+
+
+@lru_cache(maxsize=16)
+def _draws_program(m: int, d: int, n: int, p: int, kmax: int, disc: str, init_scale: float, psi: str):
+    """jit of every instance's draws at fixed lengths (m·kmax for V, kmax·d for W).
+
+    Per instance the same key tree as ``MeanMatching.create`` / ``init`` / the run:
+    key → (kg, ki, kr); kg → (kv, kz, kf); ki → (k1, k2). With jax's partitionable threefry
+    (the default) a draw's element i depends only on its flat index, so the first m·k
+    entries of the length-m·kmax draw are exactly ``normal(kv, (m, k))`` flattened (tested).
+    """
+
+    def one(key: jax.Array, X: jax.Array):
+        kg, ki, kr = jax.random.split(key, 3)
+        kv, kz, kf = jax.random.split(kg, 3)
+        k1, k2 = jax.random.split(ki)
+        out = {"V": jax.random.normal(kv, (m * kmax,)), "Z": jax.random.normal(kz, (n, d)),
+               "W": init_scale * jax.random.normal(k1, (kmax * d,)) / np.sqrt(d), "k2": k2, "kr": kr}
+        if disc == "random_features":
+            F = jax.random.normal(kf, (p, m))
+            out["F"] = F
+            out["xbar"] = jnp.mean(activation(psi)(X @ F.T) / np.sqrt(p), axis=0)
+        else:
+            out["xbar"] = jnp.mean(X, axis=0)
+        return out
+
+    return jax.jit(jax.vmap(jax.vmap(one, in_axes=(0, None)), in_axes=(0, None)))
+
+
+@lru_cache(maxsize=64)
+def _draw_w2(k: int):
+    """W₂ ~ N(0, 1) of shape (k, k) per seed (depth 2 only; drawn per width)."""
+    return jax.jit(jax.vmap(lambda k2: jax.random.normal(k2, (k, k))))
+
+
+def draws(config: Config, widths: tuple[int, ...], data: np.ndarray) -> dict[int, dict[str, np.ndarray]]:
+    """Every (width, seed) instance of the sweep, as numpy arrays per width (leading axis: seed).
+
+    ``V`` (S, m, k), ``Z`` (S, n, d), ``W`` (S, k, d) (``W1`` for depth 2, plus ``W2`` (S, k, k)),
+    ``F`` (S, p, m) for random features, ``xbar`` (S, q) and the run keys ``kr`` (S, 2):
+    bit-identical to what the per-width programs drew (tests/test_width_sweep.py keeps that
+    reference).
+    """
+    kmax = max(widths)
+    prog = _draws_program(config.m, config.d, config.n, config.p, kmax, config.disc,
+                          config.spec(kmax).init_scale, config.psi)
+    X = jnp.asarray(data, dtype=jnp.float64 if config.x64 else jnp.float32)
+    out = jax.device_get(prog(_instance_keys(config, widths), X))
+    per: dict[int, dict[str, np.ndarray]] = {}
+    for i, k in enumerate(widths):
+        S = config.seeds
+        inst = {"V": out["V"][i][:, : config.m * k].reshape(S, config.m, k),
+                "Z": out["Z"][i], "xbar": out["xbar"][i], "kr": out["kr"][i]}
+        W = out["W"][i][:, : k * config.d].reshape(S, k, config.d)
+        if config.depth == 1:
+            inst["W"] = W
+        else:
+            inst["W1"] = W
+            inst["W2"] = np.asarray(_draw_w2(k)(jnp.asarray(out["k2"][i])))
+        if "F" in out:
+            inst["F"] = out["F"][i]
+        per[k] = inst
+    return per
+
+
+def _fast_relu(config: Config) -> bool:
+    return config.fast_grad and config.phi == "relu" and config.depth == 1 and config.disc == "linear"
+
+
+@lru_cache(maxsize=64)
+def _bucket_runner(spec: MeanMatchingSpec, optimizer: str, mu: float, eta: float, scheme: Scheme,
+                   steps: int, record_every: int, fast_relu: bool, with_f: bool):
+    """vmap over the instances of one bucket (spec.k = the bucket size K) of one GDA run."""
+    opt_g, opt_d = optim.make(optimizer, mu), optim.make(optimizer, eta)
+
+    def one(V, Z, X, xbar, sqrt_k, mask, F, gen0, kr):
+        game = PaddedMeanMatching(spec, V, Z, X, xbar, sqrt_k, mask, F, fast_relu=fast_relu)
+        disc0 = {"d": jnp.zeros((spec.feature_dim,), V.dtype)}
+        step = make_step(game, opt_g, opt_d, scheme)
+        state = init_state(game, opt_g, opt_d, gen0, disc0, scheme, kr)
+
+        def metrics(s):  # absolute ‖r_t‖; divided by the record at t = 0 on the host
+            return {"residual": jnp.linalg.norm(game.residual(s.gen)), "disc_norm": jnp.linalg.norm(s.disc["d"])}
+
+        final, recs = run_dynamics(step, state, kr, steps, record_every, metrics)
+        sq = lambda t: sum(jnp.sum(x * x) for x in jax.tree_util.tree_leaves(t))
+        moved = jax.tree_util.tree_map(lambda a, b: a - b, final.gen, gen0)
+        return recs, jnp.sqrt(sq(moved) / sq(gen0))
+
+    return jax.vmap(one, in_axes=(0, 0, None, 0, 0, 0, 0 if with_f else None, 0, 0))
+
+
+def _sweep_program(config: Config, sizes: tuple[int, ...]):
+    """One jit over the given buckets: a tuple of per-bucket argument tuples in, results out."""
+    runners = [_bucket_runner(config.spec(K), config.optimizer, config.mu, config.eta, config.scheme_obj,
+                              config.steps, config.record_every, _fast_relu(config), config.disc != "linear")
+               for K in sizes]
+    return _jit_buckets(tuple(runners))
+
+
+@lru_cache(maxsize=64)
+def _jit_buckets(runners: tuple):
+    return jax.jit(lambda args: [r(*a) for r, a in zip(runners, args)])
+
+
+def _pad(a: np.ndarray, axis: int, size: int) -> np.ndarray:
+    pad = [(0, 0)] * a.ndim
+    pad[axis] = (0, size - a.shape[axis])
+    return np.pad(a, pad)
+
+
+def _bucket_args(config: Config, members: list[int], inst: dict[int, dict[str, np.ndarray]], K: int, X):
+    """Host-side padding of one bucket's instances (width-major, then seed) to width K."""
+    dt = np.float64 if config.x64 else np.float32
+    cat = lambda f: np.concatenate([f(k) for k in members])
+    S = config.seeds
+    V = cat(lambda k: _pad(inst[k]["V"], 2, K)).astype(dt)
+    Z = cat(lambda k: inst[k]["Z"]).astype(dt)
+    xbar = cat(lambda k: inst[k]["xbar"]).astype(dt)
+    sqrt_k = cat(lambda k: np.full(S, np.sqrt(k), dt)).astype(dt)
+    mask = cat(lambda k: np.broadcast_to((np.arange(K) < k).astype(dt), (S, K))).astype(dt)
+    F = cat(lambda k: inst[k]["F"]).astype(dt) if config.disc != "linear" else None
+    kr = cat(lambda k: inst[k]["kr"])
+    if config.depth == 1:
+        gen = {"W": cat(lambda k: _pad(np.swapaxes(inst[k]["W"], 1, 2), 2, K)).astype(dt)}
+    else:
+        gen = {"W1": cat(lambda k: _pad(np.swapaxes(inst[k]["W1"], 1, 2), 2, K)).astype(dt),
+               "W2": cat(lambda k: _pad(_pad(np.swapaxes(inst[k]["W2"], 1, 2), 1, K), 2, K)).astype(dt)}
+    if config.train_v:
+        gen["V"] = V
+    return (V, Z, X, xbar, sqrt_k, mask, F, gen, kr)
+
+
+def _spectra(config: Config, k: int, inst: dict[str, np.ndarray], data: np.ndarray) -> np.ndarray:
+    """Ascending eigenvalues of J₀J₀ᵀ per seed, shape (S, q): closed form on the host where it
+    holds (depth 1, linear discriminator, V fixed), else autodiff through every trained leaf."""
+    if config.depth == 1 and config.disc == "linear" and not config.train_v:
+        return np.stack([jjt_eigenvalues(inst["V"][s], inst["Z"][s], inst["W"][s], config.phi)
+                         for s in range(config.seeds)])
+    fn = _spectra_autodiff(config.spec(k))
+    gen = {key: jnp.asarray(inst[key]) for key in ("W", "W1", "W2") if key in inst}
+    if config.train_v:
+        gen["V"] = jnp.asarray(inst["V"])
+    F = jnp.asarray(inst["F"]) if "F" in inst else None
+    return np.asarray(fn(jnp.asarray(inst["V"]), jnp.asarray(inst["Z"]), jnp.asarray(data, gen[next(iter(gen))].dtype),
+                         F, gen), float)
+
+
+@lru_cache(maxsize=64)
+def _spectra_autodiff(spec: MeanMatchingSpec):
+    def one(V, Z, X, F, gen0):
+        game = MeanMatching(spec, V, Z, X, F)
+        leaves, tdef = jax.tree_util.tree_flatten(gen0)
+        jac = jax.jacobian(lambda ls: game.mean_map(jax.tree_util.tree_unflatten(tdef, ls)))(leaves)
+        J = jnp.concatenate([j.reshape(j.shape[0], -1) for j in jac], axis=1)
+        return jnp.linalg.eigvalsh(J @ J.T)
+
+    return jax.jit(jax.vmap(one, in_axes=(0, 0, None, 0 if spec.disc != "linear" else None, 0)))
+
+
+def _split(buckets: list[tuple[int, list[int]]], n_groups: int, seeds: int) -> list[list[tuple[int, list[int]]]]:
+    """Greedy balance of buckets over devices by work (K × instances), largest first."""
+    groups: list[list] = [[] for _ in range(n_groups)]
+    load = [0] * n_groups
+    for b in sorted(buckets, key=lambda b: -b[0] * len(b[1])):
+        i = int(np.argmin(load))
+        groups[i].append(b)
+        load[i] += b[0] * len(b[1]) * seeds
+    return [g for g in groups if g]
+
+
+def run_widths(config: Config, widths: tuple[int, ...], data: np.ndarray) -> dict[int, tuple[list[dict], list[dict]]]:
+    """All seeds of all ``widths`` in one compiled program (or one per device): {k: (rows, curves)}."""
+    widths = tuple(dict.fromkeys(widths))
+    inst = draws(config, widths, data)
+    dt = jnp.float64 if config.x64 else jnp.float32
+    by_size: dict[int, list[int]] = {}
+    for k in widths:
+        by_size.setdefault(bucket_size(k, config.bucket_min), []).append(k)
+    buckets = sorted(by_size.items())
+    devs = jax.local_devices()
+    n_dev = min(config.devices or len(devs), len(devs), len(buckets))
+    groups = _split(buckets, n_dev, config.seeds) if n_dev > 1 else [buckets]
+
+    def launch(i: int, group):
+        dev = devs[i]
+        X = jax.device_put(jnp.asarray(data, dt), dev)
+        args = [jax.device_put(_bucket_args(config, ks, inst, K, X), dev) for K, ks in group]
+        return _sweep_program(config, tuple(K for K, _ in group))(args)
+
+    if len(groups) == 1:
+        outs = [launch(0, groups[0])]
+    else:  # compile and run the device groups concurrently
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(len(groups)) as pool:
+            outs = list(pool.map(lambda ig: launch(*ig), enumerate(groups)))
+    eig = {k: _spectra(config, k, inst[k], data) for k in widths}
+    result: dict[int, tuple[list[dict], list[dict]]] = {}
+    for group, out in zip(groups, outs):
+        for (K, ks), (recs, movement) in zip(group, jax.device_get(out)):
+            for j, k in enumerate(ks):
+                sl = slice(j * config.seeds, (j + 1) * config.seeds)
+                result[k] = _rows(config, k, {key: v[sl] for key, v in recs.items()}, eig[k], movement[sl])
+    return {k: result[k] for k in widths}
+
+
+def _rows(config: Config, k: int, recs: dict, eigs: np.ndarray, movement: np.ndarray) -> tuple[list[dict], list[dict]]:
+    """Rows and curves of one width from its records (absolute ‖r_t‖ is made relative here)."""
+    absres = np.asarray(recs["residual"])
+    rel = absres / absres[:, :1]  # same-precision division as the program's ‖r_t‖/‖r_0‖
+    return _rows_from(config, k, {**recs, "residual": rel}, eigs, movement)
+
+
 def _predicted(config: Config, eigs: np.ndarray) -> dict[str, float]:
     nan = float("nan")
     if config.optimizer != "sgd" or config.scheme not in ("simultaneous", "alternating"):
@@ -190,12 +463,23 @@ def _predicted(config: Config, eigs: np.ndarray) -> dict[str, float]:
 
 
 def run_width(config: Config, k: int, data: np.ndarray) -> tuple[list[dict], list[dict]]:
-    """All seeds of width k: (rows, curves)."""
+    """All seeds of width k: (rows, curves) (the sweep's program restricted to one width)."""
+    return run_widths(config, (k,), data)[k]
+
+
+def run_width_reference(config: Config, k: int, data: np.ndarray) -> tuple[list[dict], list[dict]]:
+    """The per-width reference route: one program per width (draws, autodiff J₀, the run inside)."""
     fn = _compiled(config.spec(k), config.optimizer, config.mu, config.eta, config.scheme_obj,
                    config.steps, config.record_every)
     base = jax.random.PRNGKey(config.seed)
     keys = jnp.stack([jax.random.fold_in(jax.random.fold_in(base, k), s) for s in range(config.seeds)])
     recs, eigs, movement = jax.device_get(fn(keys, jnp.asarray(data)))
+    return _rows_from(config, k, recs, eigs, movement)
+
+
+def _rows_from(config: Config, k: int, recs: dict, eigs: np.ndarray, movement: np.ndarray
+               ) -> tuple[list[dict], list[dict]]:
+    """Rows (one per seed) and curves (one per seed and record) of width k."""
     rows, curves = [], []
     for s in range(config.seeds):
         res = np.asarray(recs["residual"][s], float)
@@ -231,14 +515,17 @@ def run(config: Config = Config(), progress: bool = True) -> Results:
     curves: list[dict] = []
     with ctx:
         data = load_data(config)
-        for k in common.progress(config.widths, desc="width sweep", enabled=progress):
-            cell = store.get(f"k{k}")
-            if cell is None:
-                r, c = run_width(config, k, data)
-                cell = {"rows": r, "curves": c}
-                store.put(f"k{k}", cell)
-            rows += [_restore(r) for r in cell["rows"]]
-            curves += cell["curves"]
+        cells = {k: store.get(f"k{k}") for k in config.widths}
+        missing = tuple(k for k in config.widths if cells[k] is None)
+        if missing:  # every missing width in one compiled program
+            for todo in common.progress([missing], desc=f"width sweep ({len(missing)} widths, one program)",
+                                        enabled=progress):
+                for k, (r, c) in run_widths(config, todo, data).items():
+                    cells[k] = {"rows": r, "curves": c}
+                    store.put(f"k{k}", cells[k])
+        for k in config.widths:
+            rows += [_restore(r) for r in cells[k]["rows"]]
+            curves += cells[k]["curves"]
     res = Results(config, rows, curves, time.perf_counter() - t0)
     res.verdicts = verdicts(res)
     return res
@@ -250,32 +537,167 @@ def _restore(row: dict) -> dict:
 
 
 # -- analysis --------------------------------------------------------------------------------
+def feature_dim(config: Config) -> int:
+    """The width below which no global saddle point is reachable: m (linear D) or p (random features)."""
+    return config.m if config.disc == "linear" else config.p
+
+
+def divergence(results: Results) -> dict[tuple[int, int], str]:
+    """(width, seed) -> reason, for every diverged run.
+
+    A run diverged when a recorded value is non-finite (the run's own flag) or its relative
+    residual ‖f(W_t) − x̄‖/‖f(W₀) − x̄‖ exceeds ``config.blowup`` at any recorded step (the
+    curves) or at the end (the row). Computed from the stored rows and curves, so the bound
+    can be read again without recomputing.
+    """
+    bound = results.config.blowup
+    peak: dict[tuple[int, int], float] = {}
+    for c in results.curves:
+        key = (int(c["width"]), int(c["seed"]))
+        r = float(c["residual"])
+        peak[key] = max(peak.get(key, 0.0), r if np.isfinite(r) else np.inf)
+    out = {}
+    for r in results.rows:
+        key = (int(r["width"]), int(r["seed"]))
+        final = float(r["final_residual"])
+        if r["diverged"] or not np.isfinite(final):
+            out[key] = "non-finite"
+        elif max(final, peak.get(key, 0.0)) > bound:
+            out[key] = f"relative residual above {bound:g}"
+    return out
+
+
+def rate_error(row: dict[str, Any]) -> float:
+    """Per-seed relative rate error |ρ_meas − ρ_pred| / (1 − ρ_pred) (NaN when either is missing)."""
+    m, p = float(row["measured_rate"]), float(row["predicted_rate"])
+    if not (np.isfinite(m) and np.isfinite(p)):
+        return float("nan")
+    return abs(m - p) / max(1.0 - p, 1e-12)
+
+
+def outside_validity(config: Config, row: dict[str, Any]) -> bool:
+    """4 μ λ_max(J₀J₀ᵀ) > η: the linear prediction 1 − μλ_min is outside its validity (docs/theory.md)."""
+    lam = float(row.get("lambda_max", float("nan")))
+    return bool(np.isfinite(lam) and 4.0 * config.mu * lam > config.eta)
+
+
+def used_rows(results: Results) -> list[dict[str, Any]]:
+    """Rows of runs that did not diverge (by :func:`divergence`)."""
+    div = divergence(results)
+    return [r for r in results.rows if (int(r["width"]), int(r["seed"])) not in div]
+
+
 def per_width(results: Results) -> list[dict[str, Any]]:
-    """One summary row per width; medians over non-diverged seeds (diverged ones are counted)."""
+    """One summary row per width; medians over the non-diverged seeds (``n_used`` of ``seeds``).
+
+    ``rate_err_med`` / ``rate_err_max``: median and max over seeds of the per-seed relative
+    rate error; ``outside_valid``: seeds with 4μλ_max > η.
+    """
+    cfg = results.config
+    div = divergence(results)
     out = []
-    for k in results.config.widths:
+    for k in cfg.widths:
         rs = [r for r in results.rows if r["width"] == k]
-        ok = [r for r in rs if not r["diverged"]]
-        med = lambda key: float(np.median([r[key] for r in ok])) if ok else float("nan")
+        ok = [r for r in rs if (k, int(r["seed"])) not in div]
+
+        def med(key: str) -> float:
+            v = np.asarray([r[key] for r in ok], float)
+            v = v[np.isfinite(v)]
+            return float(np.median(v)) if v.size else float("nan")
+
+        errs = np.asarray([rate_error(r) for r in ok], float)
+        errs = errs[np.isfinite(errs)]
         out.append({
-            "k": k, "seeds": len(rs),
-            "converged": sum(r["converged"] for r in rs),
-            "diverged": sum(r["diverged"] for r in rs),
+            "k": k, "seeds": len(rs), "n_used": len(ok),
+            "converged": sum(bool(r["converged"]) and (k, int(r["seed"])) not in div for r in rs),
+            "diverged": len(rs) - len(ok),
             "final_res": med("final_residual"),
-            "rate_meas": float(np.nanmedian([r["measured_rate"] for r in ok])) if ok and any(
-                np.isfinite(r["measured_rate"]) for r in ok) else float("nan"),
+            "rate_meas": med("measured_rate"),
+            "n_rate": int(sum(np.isfinite(float(r["measured_rate"])) for r in ok)),
             "rate_pred": med("predicted_rate"),
+            "rate_err_med": float(np.median(errs)) if errs.size else float("nan"),
+            "rate_err_max": float(np.max(errs)) if errs.size else float("nan"),
+            "outside_valid": int(sum(outside_validity(cfg, r) for r in rs)),
             "lam_min": med("lambda_min"),
+            "lam_max": med("lambda_max"),
             "movement": med("movement"),
         })
     return out
 
 
+def claim_verdicts(results: Results) -> list[claims.Verdict]:
+    """The width-sweep claims as pinned verdicts (thresholds from the config = sims/width_sweep.toml)."""
+    cfg = results.config
+    fdim = feature_dim(cfg)
+    div = divergence(results)
+    src = "sims/width_sweep.toml"
+    ok = used_rows(results)
+    out = []
+
+    # 1. below k = feature dim no run converges (rank J J^T <= k < m)
+    below = [r for r in results.rows if r["width"] < fdim]
+    n_conv = sum(bool(r["converged"]) and (int(r["width"]), int(r["seed"])) not in div for r in below)
+    out.append(claims.verdict(
+        "no_convergence_below_feature_dim", f"no run converges below k = {fdim} (rank JJ^T <= k)",
+        f"share of runs with k < {fdim} converged (tol {cfg.tol:g})", n_conv / len(below) if below else float("nan"),
+        claims.wilson(n_conv, len(below)), "Wilson", cfg.below_share_max, "below",
+        {"n": len(below), "widths": sorted({r["width"] for r in below}), "converged": n_conv},
+        problem=None if below else f"no width below {fdim} in the sweep", threshold_source=src))
+
+    # 2. wide models converge linearly at the predicted rate
+    k_rate = cfg.rate_k_factor * fdim
+    wide_all = [r for r in results.rows if r["width"] >= k_rate]
+    n_conv = sum(bool(r["converged"]) and (int(r["width"]), int(r["seed"])) not in div for r in wide_all)
+    out.append(claims.verdict(
+        "wide_models_converge", f"every run with k >= {k_rate:g} converges",
+        f"share of runs with k >= {k_rate:g} converged (tol {cfg.tol:g})",
+        n_conv / len(wide_all) if wide_all else float("nan"), claims.wilson(n_conv, len(wide_all)), "Wilson",
+        cfg.wide_share_min, "above", {"n": len(wide_all), "widths": sorted({r["width"] for r in wide_all}),
+                                      "converged": n_conv},
+        problem=None if wide_all else f"no width >= {k_rate:g} in the sweep", threshold_source=src))
+
+    wide = [r for r in ok if r["width"] >= k_rate]
+    errs = np.asarray([rate_error(r) for r in wide], float)
+    keep = np.isfinite(errs)
+    flagged = sum(outside_validity(cfg, r) for r in wide)
+    problem = None
+    if keep.sum() < 2:
+        problem = f"fewer than 2 runs with k >= {k_rate:g} have a measured and a predicted rate"
+    out.append(claims.verdict(
+        "rate_matches_prediction", f"for k >= {k_rate:g} the measured linear rate matches the frozen-block prediction",
+        "mean over runs of |rho_meas - rho_pred| / (1 - rho_pred)", float(np.mean(errs[keep])) if keep.any() else float("nan"),
+        claims.bootstrap_mean(errs[keep], cfg.n_boot, cfg.boot_seed), "bootstrap over runs", cfg.rate_error_max,
+        "below", {"n": int(keep.sum()), "widths": sorted({r["width"] for r in wide}),
+                  "diverged_excluded": sum(1 for r in results.rows if r["width"] >= k_rate) - len(wide),
+                  "outside_validity": int(flagged)},
+        problem=problem, threshold_source=src, max_error=float(np.max(errs[keep])) if keep.any() else float("nan")))
+
+    # 3. lazy training: movement ∝ k^{-1/2}, pooled over seeds, k >= lazy_k_factor * fdim
+    k_lazy = cfg.lazy_k_factor * fdim
+    lazy = [r for r in ok if r["width"] >= k_lazy and np.isfinite(float(r["movement"])) and float(r["movement"]) > 0]
+    ks = np.asarray([r["width"] for r in lazy], float)
+    mv = np.asarray([r["movement"] for r in lazy], float)
+    seeds = np.asarray([r["seed"] for r in lazy])
+    widths = sorted(set(ks.tolist()))
+    problem = None if len(widths) >= 2 else f"fewer than 2 widths >= {k_lazy:g} (the lazy range)"
+    slope = claims.loglog_slope(ks, mv) if len(widths) >= 2 else float("nan")
+    iv = (claims.bootstrap_slope(ks, mv, groups=seeds, n_boot=cfg.n_boot, seed=cfg.boot_seed)
+          if len(widths) >= 2 else (float("nan"), float("nan")))
+    out.append(claims.verdict(
+        "lazy_movement_slope", f"relative movement |W_T - W_0|/|W_0| ~ k^(-1/2) for k >= {k_lazy:g}",
+        f"log-log slope of movement vs k, pooled over seeds, k in [{min(widths, default=float('nan')):g}, "
+        f"{max(widths, default=float('nan')):g}]", slope, iv, "bootstrap over seeds",
+        tuple(cfg.slope_band), "within", {"n": len(lazy), "widths": [int(w) for w in widths],
+                                          "seeds": sorted(set(seeds.tolist()))},
+        problem=problem, threshold_source=src))
+    return out
+
+
 def verdicts(results: Results) -> dict[str, Any]:
-    """The four effects, computed from the rows (nothing here is set by hand)."""
+    """Descriptive numbers and the pinned verdicts (``claims``), all computed from the rows."""
     cfg = results.config
     table = per_width(results)
-    fdim = cfg.m if cfg.disc == "linear" else cfg.p
+    fdim = feature_dim(cfg)
     below = [t for t in table if t["k"] < fdim]
     all_conv = [t["k"] for t in table if t["converged"] == t["seeds"]]
     threshold = None
@@ -284,48 +706,65 @@ def verdicts(results: Results) -> dict[str, Any]:
             threshold = t["k"]
         else:
             break
-    wide = [t for t in table if t["k"] >= 8 * fdim and np.isfinite(t["rate_meas"]) and np.isfinite(t["rate_pred"])]
-    rate_err = max((abs(t["rate_meas"] - t["rate_pred"]) / max(1 - t["rate_pred"], 1e-12) for t in wide), default=float("nan"))
-    mv = [t for t in table if t["k"] >= 2 * fdim and np.isfinite(t["movement"]) and t["movement"] > 0]
-    slope = float(np.polyfit(np.log([t["k"] for t in mv]), np.log([t["movement"] for t in mv]), 1)[0]) if len(mv) >= 2 else float("nan")
+    div = divergence(results)
     return {
         "feature_dim": fdim,
         "converged_below_feature_dim": int(sum(t["converged"] for t in below)),
         "runs_below_feature_dim": int(sum(t["seeds"] for t in below)),
         "threshold_width_all_converge": threshold,
         "widths_all_converged": all_conv,
-        "max_relative_rate_error_wide": rate_err,  # |ρ_meas − ρ_pred| / (1 − ρ_pred), k ≥ 8·dim
-        "movement_loglog_slope": slope,            # theory: −1/2
-        "diverged_runs": int(sum(r["diverged"] for r in results.rows)),
+        "diverged_runs": len(div),
+        "diverged_nonfinite": sum(v == "non-finite" for v in div.values()),
+        "blowup_bound": cfg.blowup,
+        "rows_outside_validity": int(sum(t["outside_valid"] for t in table)),
+        "claims": [v.to_json() for v in claim_verdicts(results)],
     }
 
 
 def summary(results: Results) -> str:
     cfg = results.config
-    cols = ["k", "converged", "diverged", "final_res", "rate_meas", "rate_pred", "lam_min", "movement"]
+    cols = ["k", "n_used", "converged", "diverged", "final_res", "rate_meas", "n_rate", "rate_pred",
+            "rate_err_med", "rate_err_max", "outside_valid", "movement"]
     v = results.verdicts
     lines = [
         f"width sweep: m={cfg.m} d={cfg.d} n={cfg.n} phi={cfg.phi} disc={cfg.disc} optimizer={cfg.optimizer} "
         f"scheme={cfg.scheme} mu={cfg.mu} eta={cfg.eta} steps={cfg.steps} seeds={cfg.seeds} "
         f"({results.seconds:.1f} s)",
         common.format_table(per_width(results), cols),
+        f"medians over n_used non-diverged seeds; diverged = non-finite or relative residual > {cfg.blowup:g} "
+        f"at some record; rate_err = |rate_meas - rate_pred|/(1 - rate_pred) per seed (median, max); "
+        f"outside_valid = seeds with 4 mu lambda_max > eta (linear prediction outside its validity)",
         "",
         f"below k = {v['feature_dim']}: {v['converged_below_feature_dim']} of {v['runs_below_feature_dim']} runs converged "
         f"(theory: none, rank JJ^T <= k)",
         (f"every seed converges for all widths >= {v['threshold_width_all_converge']}"
          if v["threshold_width_all_converge"] is not None else "the widest width does not converge for every seed"),
-        f"wide models (k >= {8 * v['feature_dim']}): max |rate_meas - rate_pred| / (1 - rate_pred) = "
-        f"{v['max_relative_rate_error_wide']:.3g}",
-        f"movement |W_T - W_0|/|W_0| vs k: log-log slope {v['movement_loglog_slope']:.3f} (theory -0.5)",
     ]
     if v["diverged_runs"]:
-        lines.append(f"WARNING: {v['diverged_runs']} runs diverged (NaN/Inf); they are excluded from medians "
-                     "and listed in summary.csv with diverged=True")
+        lines.append(f"WARNING: {v['diverged_runs']} runs diverged ({v['diverged_nonfinite']} non-finite, the rest "
+                     f"above the blow-up bound {cfg.blowup:g}); excluded from medians and verdicts (n_used), "
+                     "listed in summary.csv")
+    lines += ["", "verdicts (thresholds pinned in sims/width_sweep.toml):"]
+    lines += ["  " + _verdict_line(c) for c in v["claims"]]
     return "\n".join(lines)
 
 
+def _verdict_line(c: dict[str, Any]) -> str:
+    """A stored verdict (its to_json dict) as the printable line of claims.Verdict.line."""
+    thr = c["threshold"]
+    v = claims.Verdict(c["name"], c["claim"], c["statistic"], float(c["value"]),
+                       tuple(thr) if isinstance(thr, list) else thr, c["direction"],
+                       (float(c["ci_low"]), float(c["ci_high"])), c["interval_method"], c["runs"],
+                       c["outcome"], c["reason"])
+    return v.line()
+
+
 def plot(results: Results):
-    """Four panels: residual curves per width; final residual, rates and movement vs width."""
+    """Four panels: residual curves per width; final residual, rates and movement vs width.
+
+    Diverged runs (see :func:`divergence`) are drawn as red crosses at the top of the
+    final-residual panel and counted in the legends; the shaded spans are the verdict ranges.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -333,35 +772,66 @@ def plot(results: Results):
 
     cfg = results.config
     table = per_width(results)
-    fig, ax = plt.subplots(1, 4, figsize=(19, 4.2))
+    div = divergence(results)
+    fdim = feature_dim(cfg)
+    fs = 10
+    fig, ax = plt.subplots(1, 4, figsize=(19, 4.8))
     cmap = plt.get_cmap("viridis")
+    shown = [k for i, k in enumerate(cfg.widths) if len(cfg.widths) <= 7 or i % 2 == 0 or k == cfg.widths[-1]]
     for i, k in enumerate(cfg.widths):
         c = [r for r in results.curves if r["width"] == k and r["seed"] == 0]
-        ax[0].semilogy([r["step"] for r in c], [max(r["residual"], 1e-12) for r in c],
-                       color=cmap(i / max(len(cfg.widths) - 1, 1)), label=f"k={k}")
-    ax[0].set(xlabel="step", ylabel="‖f(W_t) − x̄‖ / ‖f(W_0) − x̄‖", title="residual (seed 0)")
-    ax[0].legend(fontsize=6, ncol=2)
+        if not c:
+            continue
+        ys = [min(max(float(r["residual"]), 1e-12), 1e12) if np.isfinite(float(r["residual"])) else np.nan for r in c]
+        line, = ax[0].semilogy([r["step"] for r in c], ys, color=cmap(i / max(len(cfg.widths) - 1, 1)),
+                               label=f"k={k}" if k in shown else None)
+        if (k, 0) in div:
+            ax[0].plot(c[-1]["step"], cfg.blowup, "x", color="C3", ms=8)
+    ax[0].set(xlabel="step", ylabel="‖f(W_t) − x̄‖ / ‖f(W_0) − x̄‖", title="residual (seed 0; × = diverged)")
+    ax[0].legend(fontsize=fs - 1, ncol=2)
     ks = np.array([t["k"] for t in table], float)
-    for r in results.rows:
-        if not r["diverged"]:
-            ax[1].loglog(r["width"], max(r["final_residual"], 1e-12), "o", color="C0", alpha=0.4, ms=4)
-    fdim = results.verdicts["feature_dim"]
+    ok = [r for r in results.rows if (int(r["width"]), int(r["seed"])) not in div]
+    ax[1].loglog([r["width"] for r in ok], [max(float(r["final_residual"]), 1e-12) for r in ok], "o", color="C0",
+                 alpha=0.4, ms=5, label=f"runs ({len(ok)})")
+    bad = [r for r in results.rows if (int(r["width"]), int(r["seed"])) in div]
+    if bad:
+        ax[1].loglog([r["width"] for r in bad], [cfg.blowup] * len(bad), "x", color="C3", ms=8,
+                     label=f"diverged ({len(bad)})")
     ax[1].axvline(fdim, color="k", ls=":", label=f"k = {fdim}")
-    ax[1].axhline(cfg.tol, color="C3", ls="--", label="tol")
+    ax[1].axhline(cfg.tol, color="C3", ls="--", label=f"tol {cfg.tol:g}")
     ax[1].set(xlabel="width k", ylabel="final relative residual", title="final residual vs width")
-    ax[1].legend(fontsize=7)
-    ax[2].semilogx(ks, [1 - t["rate_meas"] for t in table], "o-", label="measured 1 − ρ")
+    ax[1].legend(fontsize=fs)
+    k_rate, k_lazy = cfg.rate_k_factor * fdim, cfg.lazy_k_factor * fdim
+    ax[2].semilogx(ks, [1 - t["rate_meas"] for t in table], "o-", label="measured 1 − ρ (median)")
     ax[2].semilogx(ks, [1 - t["rate_pred"] for t in table], "s--", label="predicted 1 − ρ (block)")
+    inval = [t for t in table if t["outside_valid"]]
+    if inval:
+        ax[2].semilogx([t["k"] for t in inval], [1 - t["rate_pred"] for t in inval], "D", mfc="none", color="C3",
+                       ms=9, label="4μλ_max > η (some seeds)")
+    ax[2].axvspan(k_rate, ks.max() * 1.2, color="0.9", zorder=0, label=f"rate verdict k ≥ {k_rate:g}")
     ax[2].set(xlabel="width k", ylabel="per-step decrease 1 − ρ", title="measured vs predicted rate")
-    ax[2].legend(fontsize=7)
-    mv = np.array([t["movement"] for t in table], float)
-    ax[3].loglog(ks, mv, "o-", label="median movement")
-    ref = ks >= 2 * fdim
-    if ref.any() and np.isfinite(mv[ref]).any():
-        k0 = ks[ref][0]
-        ax[3].loglog(ks[ref], mv[ref][0] * (ks[ref] / k0) ** -0.5, "k--", label="∝ k^{-1/2}")
+    ax[2].legend(fontsize=fs)
+    lazy = [r for r in ok if r["width"] >= k_lazy and float(r["movement"]) > 0]
+    ax[3].loglog([r["width"] for r in ok], [r["movement"] for r in ok], "o", color="C0", alpha=0.35, ms=4,
+                 label="runs")
+    ax[3].loglog(ks, [t["movement"] for t in table], "-", color="C0", label="median")
+    slope = next((c for c in results.verdicts.get("claims", []) if c["name"] == "lazy_movement_slope"), None)
+    if lazy and slope is not None and np.isfinite(slope["value"]):
+        kk = np.array(sorted({r["width"] for r in lazy}), float)
+        lm = np.mean(np.log([r["movement"] for r in lazy]))
+        lk = np.mean(np.log([r["width"] for r in lazy]))
+        ax[3].loglog(kk, np.exp(lm + slope["value"] * (np.log(kk) - lk)), "k--",
+                     label=f"fit: slope {slope['value']:.3f} [{slope['ci_low']:.3f}, {slope['ci_high']:.3f}]")
+    ax[3].axvspan(k_lazy, ks.max() * 1.2, color="0.9", zorder=0, label=f"lazy range k ≥ {k_lazy:g}")
     ax[3].set(xlabel="width k", ylabel="‖W_T − W_0‖ / ‖W_0‖", title="relative movement")
-    ax[3].legend(fontsize=7)
+    ax[3].legend(fontsize=fs)
+    for a in ax:
+        a.tick_params(labelsize=fs)
+        a.title.set_fontsize(fs + 1)
+        a.xaxis.label.set_fontsize(fs)
+        a.yaxis.label.set_fontsize(fs)
+    fig.suptitle(f"GDA width sweep: m = {cfg.m}, μ = {cfg.mu:g}, η = {cfg.eta:g}, {cfg.seeds} seeds, "
+                 f"{cfg.steps} steps ({cfg.scheme}, {cfg.optimizer}, {cfg.disc} D)", fontsize=fs + 2)
     fig.tight_layout()
     return fig
 
