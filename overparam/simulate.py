@@ -12,6 +12,7 @@ import argparse
 import sys
 from typing import Sequence
 
+from overparam import executors
 from overparam.errors import ConfigError
 from overparam.records import check_out_dir
 from overparam.studies import STUDIES, load_study
@@ -54,6 +55,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         p.add_argument("--no-compile-cache", action="store_true",
                        help="do not use the persistent compilation cache (see overparam.compile_cache)")
         add_arguments(p, module.Config)
+        if executors.supports(module):  # --executor/--workers/--scheduler/--resources
+            executors.add_arguments(p)
     return parser
 
 
@@ -101,7 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = from_args(module.Config, args)
         check_out_dir(config.out_dir)  # one clear error before any work
-        results = module.run(config, progress=not args.no_progress)
+        where = executors.options_from_args(args) if executors.supports(module) else {}
+        results = module.run(config, progress=not args.no_progress, **where)
         paths = module.save(results)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
