@@ -31,6 +31,10 @@ Executors:
   dies is rescheduled by the scheduler (up to its ``distributed.scheduler.allowed-failures``,
   default 3). ``resources={"GPU": 1}`` makes each cell wait for a worker that declares that
   resource (``dask worker ADDRESS --resources GPU=1``; see docs/cluster.md).
+
+Local worker processes (``processes`` and the ``LocalCluster``) get this process's JAX
+persistent compilation cache folder (:func:`worker_environ`), so a program compiled once
+is loaded, not compiled again, by every worker.
 """
 from __future__ import annotations
 
@@ -176,6 +180,32 @@ def _warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
+def worker_environ() -> dict[str, str]:
+    """Environment for local worker processes: this process's JAX persistent compilation
+    cache (turned on in-process by :func:`overparam.compile_cache.enable`), as the ``JAX_*``
+    variables jax reads at import, so workers load programs instead of compiling them again.
+    Empty when jax is not imported here or the cache is off."""
+    jax = sys.modules.get("jax")
+    if jax is None:
+        return {}
+    try:
+        folder = jax.config.jax_compilation_cache_dir
+        if not (folder and jax.config.jax_enable_compilation_cache):
+            return {}
+        return {"JAX_COMPILATION_CACHE_DIR": str(folder), "JAX_ENABLE_COMPILATION_CACHE": "true",
+                "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS":
+                    str(jax.config.jax_persistent_cache_min_compile_time_secs),
+                "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES":
+                    str(jax.config.jax_persistent_cache_min_entry_size_bytes)}
+    except AttributeError:  # a jax without these options
+        return {}
+
+
+def _set_environ(env: dict[str, str]) -> None:
+    """Process-pool initializer: set ``env`` before the worker imports anything heavy."""
+    os.environ.update(env)
+
+
 def _default_workers(n_cells: int) -> int:
     return max(1, min(os.cpu_count() or 1, n_cells))
 
@@ -250,7 +280,8 @@ def _run_processes(study: str, config: Any, missing: Sequence[str], workers: int
     pending = list(missing)
     breaks = 0
     while pending:
-        pool = ProcessPoolExecutor(max_workers=min(workers, len(pending)), mp_context=ctx)
+        pool = ProcessPoolExecutor(max_workers=min(workers, len(pending)), mp_context=ctx,
+                                   initializer=_set_environ, initargs=(worker_environ(),))
         broken = False
         try:
             futures = {pool.submit(compute, study, config, name): name for name in pending}
@@ -285,7 +316,7 @@ def _run_dask(study: str, config: Any, store: CellStore, label: str, missing: Se
         if scheduler is None:
             cluster = stack.enter_context(LocalCluster(
                 n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                dashboard_address="127.0.0.1:0"))  # loopback, a free port (None still binds :8787)
+                dashboard_address="127.0.0.1:0", env=worker_environ()))  # loopback, a free port (None still binds :8787)
             client = stack.enter_context(Client(cluster))
         else:
             try:

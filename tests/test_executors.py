@@ -92,6 +92,22 @@ def test_parse_resources():
             executors.parse_resources(bad)
 
 
+def test_worker_environ_forwards_the_compile_cache(monkeypatch):
+    import types
+
+    cfg = types.SimpleNamespace(jax_compilation_cache_dir="/tmp/cc", jax_enable_compilation_cache=True,
+                                jax_persistent_cache_min_compile_time_secs=0.0,
+                                jax_persistent_cache_min_entry_size_bytes=0)
+    monkeypatch.setitem(sys.modules, "jax", types.SimpleNamespace(config=cfg))
+    env = executors.worker_environ()
+    assert env["JAX_COMPILATION_CACHE_DIR"] == "/tmp/cc" and env["JAX_ENABLE_COMPILATION_CACHE"] == "true"
+    assert env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] == "0.0"
+    cfg.jax_compilation_cache_dir = None
+    assert executors.worker_environ() == {}
+    monkeypatch.delitem(sys.modules, "jax")
+    assert executors.worker_environ() == {}
+
+
 # -- inline: values, order, resume -------------------------------------------------------------
 def test_inline_values_and_resume_says_so(tmp_path, capsys):
     cfg, rows, info, first = _run(tmp_path, "a")
