@@ -14,6 +14,7 @@ STUDIES: dict[str, str] = {
     "dirac": "overparam.studies.dirac",
     "stochasticity": "overparam.studies.stochasticity",
     "conv-width-sweep": "overparam.studies.conv_width_sweep",
+    "lottery-toy": "overparam.studies.lottery_toy",
 }
 
 
