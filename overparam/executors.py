@@ -10,7 +10,10 @@ A *cell* is a study's unit of finished work (one width of a sweep, one optimizer
     it needs itself (data, float64 scope), because it may run in another process or host.
 
 and assembles its results from :func:`run_cells`, whose answer is ordered like
-``cells(config)``. This module knows no particular study: a worker imports the study by its
+``cells(config)``. Optionally ``compute_cells(config, names) -> {name: data}`` computes
+several cells in one go (e.g. one compiled program for all of them); the ``inline``
+executor then uses it for all missing cells at once. It must give the same data as
+``compute_cell`` one by one (the executor tests compare the bytes). This module knows no particular study: a worker imports the study by its
 module name and calls ``compute_cell``; it returns the data and never writes. Every finished
 cell is written by the parent process alone (atomically, through
 :class:`overparam.records.CellStore`, keyed by content), so a cell computed twice (a worker
@@ -19,7 +22,8 @@ worker finished first.
 
 Executors:
 
-- ``inline``: one cell after the other in this process (the default; today's behaviour).
+- ``inline``: in this process (the default; today's behaviour): all missing cells in one
+  ``compute_cells`` call where the study has one, else one after the other.
 - ``processes``: a local ``concurrent.futures.ProcessPoolExecutor`` with the ``spawn``
   start method (JAX is not fork-safe), ``workers`` processes. A worker that dies breaks the
   pool; the unfinished cells are resubmitted to a fresh pool, at most ``retries`` times.
@@ -65,6 +69,12 @@ class CellResults(dict):
     study records ``info`` in its manifest (it never enters the content hash)."""
 
     info: dict[str, Any]
+
+    @property
+    def report(self) -> str:
+        """``cells: reused R of N, computed C (executor E)``: the line a study prints."""
+        i = self.info
+        return f"cells: reused {i['reused']} of {i['cells']}, computed {i['computed']} (executor {i['executor']})"
 
 
 # -- options ---------------------------------------------------------------------------------
@@ -167,6 +177,19 @@ def options_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # -- the work of one cell (runs wherever the executor puts it) --------------------------------
+def compute_many(study: str, config: Any, names: Sequence[str]) -> dict[str, Any]:
+    """``compute_cells(config, names)`` of the study (all at once) where it has one, else
+    :func:`compute` per name; each value passed through ``to_jsonable``."""
+    module = importlib.import_module(study)
+    batch = getattr(module, "compute_cells", None)
+    if not callable(batch):
+        return {name: compute(study, config, name) for name in names}
+    out = batch(config, list(names))
+    if set(out) != set(names):
+        raise ValueError(f"{study}.compute_cells returned cells {sorted(out)}, asked for {sorted(names)}")
+    return {name: to_jsonable(out[name]) for name in names}
+
+
 def compute(study: str, config: Any, name: str) -> Any:
     """Import study module ``study`` and return ``to_jsonable(compute_cell(config, name))``.
 
@@ -219,8 +242,8 @@ def run_cells(study: str, config: Any, store: CellStore, executor: str = "inline
     Cells found in ``store`` (same content key, checksum verified) are reused and counted;
     the others run on ``executor``. Each finished cell is written by this process through
     ``store.put`` as soon as it arrives, so an interrupted run resumes from what finished.
-    The answer is ordered like ``cells(config)`` whatever the finishing order. One line on
-    stderr says how many cells were reused and computed.
+    The answer is ordered like ``cells(config)`` whatever the finishing order; its
+    :attr:`CellResults.report` says how many cells were reused and computed.
     """
     executor, workers, scheduler, res, retries = check_options(executor, workers, scheduler, resources, retries)
     module = importlib.import_module(study)
@@ -253,8 +276,8 @@ def run_cells(study: str, config: Any, store: CellStore, executor: str = "inline
     used_workers = workers
     try:
         if missing and executor == "inline":
-            for name in missing:
-                finish(name, compute(study, config, name))
+            for name, data in compute_many(study, config, missing).items():
+                finish(name, data)
         elif missing and executor == "processes":
             used_workers = workers or _default_workers(len(missing))
             _run_processes(study, config, missing, used_workers, retries, finish)
@@ -268,8 +291,6 @@ def run_cells(study: str, config: Any, store: CellStore, executor: str = "inline
     out.info = {"executor": executor, "workers": used_workers, "scheduler": scheduler, "resources": res,
                 "cells": len(names), "reused": reused, "computed": len(names) - reused,
                 "seconds": time.perf_counter() - t0}
-    print(f"{label}: cells reused {reused} of {len(names)}, computed {len(names) - reused} "
-          f"(executor {executor})", file=sys.stderr, flush=True)
     return out
 
 

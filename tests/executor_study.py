@@ -6,7 +6,7 @@ the cells in a fixed order, ``compute_cell(config, name)`` is a pure function of
 
 Test hooks that never change a number (so they stay out of the content hash):
 ``sleep`` makes later cells finish *first* (cell i sleeps sleep·(cells − i) seconds), so
-the merge order is exercised; ``kill_marker`` kills the worker process running cell
+the merge order is exercised; ``compute_cells`` is the inline executor's batch route; ``kill_marker`` kills the worker process running cell
 ``kill_cell`` on its first attempt (the marker file records that the attempt happened);
 ``log`` gets one "start"/"end" line per attempt, to count executions.
 """
@@ -67,10 +67,16 @@ def compute_cell(config: Config, name: str) -> dict[str, Any]:
     return {"rows": rows}
 
 
+def compute_cells(config: Config, names: list[str]) -> dict[str, Any]:
+    """The inline executor's batch route: one call for all missing cells (logged as "batch")."""
+    _log(config, "batch " + ",".join(names))
+    return {name: compute_cell(config, name) for name in names}
+
+
 def run(config: Config, progress: bool = False, **executor_options: Any) -> tuple[list[dict], dict]:
     """All cells through :func:`overparam.executors.run_cells`; writes out_dir/summary.csv."""
     store = CellStore(config.out_dir, config)
     done = executors.run_cells(__name__, config, store, progress=progress, **executor_options)
     rows = [r for cell in done.values() for r in cell["rows"]]
     write_csv(Path(config.out_dir) / "summary.csv", rows)
-    return rows, done.info
+    return rows, {**done.info, "report": done.report}

@@ -109,18 +109,20 @@ def test_worker_environ_forwards_the_compile_cache(monkeypatch):
 
 
 # -- inline: values, order, resume -------------------------------------------------------------
-def test_inline_values_and_resume_says_so(tmp_path, capsys):
+def test_inline_values_and_resume_says_so(tmp_path):
     cfg, rows, info, first = _run(tmp_path, "a")
     expected = _expected_rows(cfg)
     assert [(r["cell"], r["j"]) for r in rows] == [(e["cell"], e["j"]) for e in expected]
     np.testing.assert_allclose([r["x"] for r in rows], [e["x"] for e in expected], rtol=0, atol=0)
     assert all(np.isnan(r["log_abs"]) for r in rows if r["j"] == 0)  # NaN survives the JSON cell
     assert info["computed"] == cfg.cells and info["reused"] == 0
-    assert "cells reused 0 of 6, computed 6" in capsys.readouterr().err
+    assert info["report"] == "cells: reused 0 of 6, computed 6 (executor inline)"
+    batches = [line for line in Path(cfg.log).read_text().splitlines() if line.startswith("batch")]
+    assert len(batches) == 1 and batches[0].split()[1] == ",".join(study.cells(cfg))  # one batch call
 
     _, rows2, info2, second = _run(tmp_path, "a")
     assert info2["reused"] == cfg.cells and info2["computed"] == 0
-    assert "cells reused 6 of 6, computed 0" in capsys.readouterr().err
+    assert info2["report"] == "cells: reused 6 of 6, computed 0 (executor inline)"
     assert second == first
     assert _ends(cfg.log) == sorted(study.cells(cfg))  # the second run computed nothing
 
@@ -150,6 +152,22 @@ def test_changed_content_recomputes_but_test_hooks_do_not(tmp_path):
     assert info["reused"] == cfg.cells
     _, _, info, _ = _run(tmp_path, "h", cfg={"seed": 1})
     assert info["computed"] == cfg.cells
+
+
+def test_compute_many_without_a_batch_route(monkeypatch):
+    import types
+
+    plain = types.ModuleType("plain_study")
+    plain.cells = study.cells
+    plain.compute_cell = study.compute_cell
+    monkeypatch.setitem(sys.modules, "plain_study", plain)
+    cfg = study.Config()
+    got = executors.compute_many("plain_study", cfg, ["c02", "c00"])
+    assert list(got) == ["c02", "c00"]
+    assert all(canonical_json(got[n]) == canonical_json(study.compute_cell(cfg, n)) for n in got)
+    plain.compute_cells = lambda config, names: {n: study.compute_cell(config, n) for n in names[:1]}
+    with pytest.raises(ValueError, match="compute_cells returned"):
+        executors.compute_many("plain_study", cfg, ["c02", "c00"])
 
 
 # -- processes --------------------------------------------------------------------------------
@@ -202,7 +220,7 @@ def dask_cluster():
         cluster.close()
 
 
-def test_dask_byte_identical_and_resume(tmp_path, dask_cluster, capsys):
+def test_dask_byte_identical_and_resume(tmp_path, dask_cluster):
     _, _, _, inline = _run(tmp_path, "inline")
     addr = dask_cluster.scheduler_address
     assert addr.startswith("tcp://127.0.0.1:")
@@ -210,10 +228,9 @@ def test_dask_byte_identical_and_resume(tmp_path, dask_cluster, capsys):
     assert dsk == inline
     assert info["scheduler"] == addr and info["computed"] == 6
     assert _ends(cfg.log) == study.cells(cfg)
-    capsys.readouterr()
     _, _, info2, again = _run(tmp_path, "dask", executor="dask", scheduler=addr)
     assert again == inline and info2["reused"] == 6 and info2["computed"] == 0
-    assert "cells reused 6 of 6, computed 0 (executor dask)" in capsys.readouterr().err
+    assert info2["report"] == "cells: reused 6 of 6, computed 0 (executor dask)"
     assert _ends(cfg.log) == study.cells(cfg)  # nothing ran on the cluster the second time
 
 
