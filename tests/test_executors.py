@@ -263,3 +263,31 @@ def test_dask_unreachable_scheduler_is_config_error(tmp_path):
         with pytest.raises(ConfigError, match="could not reach the Dask scheduler"):
             executors.run_cells(study.__name__, cfg, CellStore(cfg.out_dir, cfg), executor="dask",
                                 scheduler="tcp://127.0.0.1:9", progress=False)
+
+
+def _overlaps(log: str) -> bool:
+    """Whether any worker process ran two cells at the same time (start, start on one pid)."""
+    running: dict[str, int] = {}
+    for line in Path(log).read_text().splitlines():
+        what, _, pid = line.split()
+        if what in ("start", "end"):
+            running[pid] = running.get(pid, 0) + (1 if what == "start" else -1)
+            if running[pid] > 1:
+                return True
+    return False
+
+
+def test_dask_resources_limit_cells_per_worker(tmp_path):
+    """Workers with 2 threads each but one "GPU": asking GPU=1 per cell runs one cell per worker at a time."""
+    distributed = pytest.importorskip("distributed")
+    _, _, _, inline = _run(tmp_path, "inline")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=2, processes=True, host="127.0.0.1",
+                                  dashboard_address="127.0.0.1:0", resources={"GPU": 1}) as cluster:
+        addr = cluster.scheduler_address
+        cfg, _, info, with_res = _run(tmp_path, "gpu", executor="dask", scheduler=addr, resources="GPU=1",
+                                      cfg={"sleep": 0.1})
+        assert with_res == inline and info["resources"] == {"GPU": 1.0}
+        assert not _overlaps(cfg.log)
+        # control: the same cluster without the resource request does run two cells per worker at once
+        cfg2, _, _, without = _run(tmp_path, "free", executor="dask", scheduler=addr, cfg={"sleep": 0.1})
+        assert without == inline and _overlaps(cfg2.log)
