@@ -1,7 +1,6 @@
 """The lottery-toy study end to end: IMP counts, arms, masked-Jacobian prediction, resume, CLI."""
 import csv
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -87,13 +86,17 @@ def test_verdict_is_computed_from_the_rows(small):
     assert "VERDICT ticket vs the random mask" in text and "VERDICT ticket vs the ticket's mask on a fresh init" in text
 
 
-def test_bootstrap_interval_against_the_normal_approximation():
-    rng = np.random.default_rng(3)
-    v = rng.normal(0.3, 1.0, size=400)
-    lo, hi = lt.bootstrap_mean_interval(v, 0.9, 4000, 0)
-    se = v.std(ddof=1) / math.sqrt(v.size)
-    assert lo == pytest.approx(v.mean() - 1.645 * se, abs=0.25 * se)
-    assert hi == pytest.approx(v.mean() + 1.645 * se, abs=0.25 * se)
+def test_comparison_interval_is_the_claims_bootstrap(small):
+    from overparam import claims
+
+    cfg, res = small
+    c = res.verdicts["comparisons"][0]
+    by = {(x["round"], x["arm"], x["seed"]): x for x in res.rows}
+    d = [(by[(1, "random", s)]["measured_rate"] - by[(1, "ticket", s)]["measured_rate"])
+         / (1 - by[(0, "ticket", s)]["measured_rate"]) for s in range(cfg.seeds)]
+    assert (c["lo"], c["hi"]) == claims.bootstrap_mean(d, n_boot=cfg.n_boot, seed=cfg.boot_seed + 1000, level=cfg.ci)
+    assert c["claim"]["outcome"] == ("supported" if c["outcome"] == "faster" else c["claim"]["outcome"])
+    assert c["claim"]["threshold"] == cfg.margin and c["claim"]["direction"] == "above"
 
 
 def test_one_compile_serves_every_round_and_arm(small):

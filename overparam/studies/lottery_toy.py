@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from overparam import optim, prune
+from overparam import claims, optim, prune
 from overparam.dynamics import Scheme, TrainState, make_step, run as run_dynamics
 from overparam.errors import ConfigError, finite_positive, one_of, positive_int
 from overparam.games.mean_matching import MeanMatching, MeanMatchingSpec, teacher_data
@@ -297,22 +297,19 @@ def per_round(results: Results) -> list[dict[str, Any]]:
     return out
 
 
-def bootstrap_mean_interval(values: np.ndarray, level: float, n_boot: int, seed: int) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of ``values`` (resampling the seeds)."""
-    v = np.asarray(values, float)
-    rng = np.random.default_rng(seed)
-    means = v[rng.integers(0, v.size, size=(n_boot, v.size))].mean(axis=1)
-    a = (1.0 - level) / 2.0
-    return float(np.quantile(means, a)), float(np.quantile(means, 1.0 - a))
+CONTROL_WORDS = {"random": "a random mask with the same layer counts, rewound the same way",
+                 "reinit": "the ticket's mask on a fresh initialization"}
 
 
 def compare(results: Results, r: int, control: str) -> dict[str, Any]:
     """Paired comparison at round r: δ_s = (ρ_control − ρ_ticket) / (1 − ρ_dense) per seed.
 
     δ > 0: the ticket contracts faster per step, by that fraction of the dense network's
-    per-step decrease. Outcome (margin and level pinned in the config): ``faster`` if the
-    interval lies above +margin, ``slower`` if below −margin, ``same`` if inside
-    [−margin, +margin], else ``inconclusive``.
+    per-step decrease. The interval is the percentile bootstrap of mean δ over seeds
+    (:func:`overparam.claims.bootstrap_mean`, level ``ci``); with the pinned ``margin`` the
+    outcome is ``faster`` (interval above +margin), ``slower`` (below −margin), ``same``
+    (inside [−margin, +margin]) or ``inconclusive`` (straddles a margin; too few seeds).
+    The claim "the ticket converges faster" is also kept as a :class:`overparam.claims.Verdict`.
     """
     cfg = results.config
     by = {(x["round"], x["arm"], x["seed"]): x for x in results.rows}
@@ -327,22 +324,31 @@ def compare(results: Results, r: int, control: str) -> dict[str, Any]:
         d = (c["measured_rate"] - t["measured_rate"]) / (1.0 - dense)
         if np.isfinite(d):
             deltas.append(d)
-    out = {"round": r, "control": control, "sparsity": float(np.mean([by[(r, "ticket", s)]["sparsity"]
-                                                                       for s in range(cfg.seeds)])),
+    out = {"round": r, "control": control,
+           "sparsity": float(np.mean([by[(r, "ticket", s)]["sparsity"] for s in range(cfg.seeds)])),
            "paired_seeds": len(deltas), "converged_ticket": conv["ticket"], "converged_control": conv[control]}
-    if len(deltas) < 3:
-        return {**out, "mean_delta": float("nan"), "lo": float("nan"), "hi": float("nan"),
-                "outcome": "inconclusive", "reason": f"only {len(deltas)} seeds with both rates measured (need 3)"}
-    lo, hi = bootstrap_mean_interval(np.asarray(deltas), cfg.ci, cfg.n_boot, cfg.boot_seed + 1000 * r)
-    if lo > cfg.margin:
-        outcome, reason = "faster", f"interval above +{cfg.margin}"
-    elif hi < -cfg.margin:
-        outcome, reason = "slower", f"interval below -{cfg.margin}"
-    elif lo >= -cfg.margin and hi <= cfg.margin:
-        outcome, reason = "same", f"interval inside +-{cfg.margin}"
+    mean = float(np.mean(deltas)) if deltas else float("nan")
+    problem = None if len(deltas) >= 3 else f"only {len(deltas)} seeds with both rates measured (need 3)"
+    lo, hi = claims.bootstrap_mean(deltas, n_boot=cfg.n_boot, seed=cfg.boot_seed + 1000 * r,
+                                   level=cfg.ci) if not problem else (float("nan"), float("nan"))
+    v = claims.verdict(
+        f"ticket_faster_than_{control}_round{r}",
+        f"at sparsity {out['sparsity']:.3f} the ticket converges faster than {CONTROL_WORDS[control]}",
+        "mean over seeds of (rho_control - rho_ticket) / (1 - rho_dense)", mean, (lo, hi),
+        f"{cfg.ci:.0%} percentile bootstrap over seeds", cfg.margin, "above",
+        {"n": len(deltas), "seeds": cfg.seeds}, problem=problem, threshold_source="sims/lottery_toy.toml: margin")
+    if problem:
+        outcome, reason = "inconclusive", problem
+    elif v.outcome == "supported":
+        outcome, reason = "faster", v.reason
+    elif claims.decide((lo, hi), -cfg.margin, "below")[0] == "supported":
+        outcome, reason = "slower", claims.decide((lo, hi), -cfg.margin, "below")[1]
+    elif claims.decide((lo, hi), (-cfg.margin, cfg.margin), "within")[0] == "supported":
+        outcome, reason = "same", claims.decide((lo, hi), (-cfg.margin, cfg.margin), "within")[1]
     else:
-        outcome, reason = "inconclusive", f"interval straddles a margin of +-{cfg.margin}"
-    return {**out, "mean_delta": float(np.mean(deltas)), "lo": lo, "hi": hi, "outcome": outcome, "reason": reason}
+        outcome, reason = "inconclusive", f"interval [{lo:.4g}, {hi:.4g}] straddles a margin of +-{cfg.margin}"
+    return {**out, "mean_delta": mean, "lo": lo, "hi": hi, "outcome": outcome, "reason": reason,
+            "claim": v.to_json()}
 
 
 def verdicts(results: Results) -> dict[str, Any]:
