@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
-from overparam import optim
+from overparam import claims, optim
 from overparam.bench.modes import mlp_backward, mlp_forward, neurons_grads, numpy_neurons_run
 from overparam.dynamics import Scheme, init_state, make_step, run as run_dynamics
 from overparam.errors import ConfigError
@@ -196,6 +196,56 @@ def test_mixture_gradients_match_hand_backprop():
             np.testing.assert_allclose(hg[k], gg[k], rtol=1e-9, atol=1e-12)
 
 
+# -- step sizes as injected hyperparameters ----------------------------------------------------------
+@pytest.mark.parametrize("name", ["sgd", "momentum", "nsgd_global", "nsgd_tensor", "adam", "rmsprop", "ogd",
+                                  "ada_nsgda", "sgda_ada"])
+def test_injected_step_size_gives_identical_updates(name):
+    """optax.inject_hyperparams(η) reproduces optim.make(name, η) step after step: bit for bit op by
+    op, and within 2 float32 ulps under jit (XLA may fold a Python-float η into a fused ratio)."""
+    opts = {"b1": 0.5, "b2": 0.999} if name in study.ADAM_BASED else {}
+    params = {"v": jnp.ones((3, 4)), "w": jnp.full((2,), 0.5)}
+    lr = 0.037
+    for jit in (False, True):
+        ref, inj = optim.make(name, lr, **opts), study.injected(name, jnp.float32(lr), **opts)
+        sr, si = ref.init(params), inj.init(params)
+        rng = np.random.default_rng(0)
+        step_r, step_i = (jax.jit(ref.update), jax.jit(inj.update)) if jit else (ref.update, inj.update)
+        for _ in range(5):
+            g = {k: jnp.asarray(rng.standard_normal(v.shape), jnp.float32) for k, v in params.items()}
+            ur, sr = step_r(g, sr, params)
+            ui, si = step_i(g, si, params)
+            for k in params:
+                a, b = np.asarray(ur[k]), np.asarray(ui[k])
+                assert float(np.abs(a).max()) > 0
+                if jit:
+                    np.testing.assert_array_max_ulp(a, b, maxulp=2)
+                else:
+                    assert np.array_equal(a, b), (name, k)
+    # the injected step size really is the one used: doubling it doubles SGD's step
+    two = study.injected("sgd", jnp.float32(2 * lr))
+    u2, _ = two.update(g, two.init(params), params)
+    u1, _ = study.injected("sgd", jnp.float32(lr)).update(g, study.injected("sgd", lr).init(params), params)
+    np.testing.assert_allclose(np.asarray(u2["v"]), 2 * np.asarray(u1["v"]), rtol=1e-6)
+
+
+def test_adam_betas_reach_every_adam_based_arm():
+    cfg = study.Config()
+    for name in study.ADAM_BASED:
+        assert cfg.options_for(name) == {"b1": 0.5, "b2": 0.999}
+    assert cfg.options_for("sgd") == {} and cfg.options_for("nsgd_global") == {}
+    # b1 changes the update of each arm (it is not silently ignored)
+    params = {"v": jnp.ones((3,))}
+    for name in study.ADAM_BASED:
+        outs = []
+        for b1 in (0.5, 0.9):
+            opt = study.injected(name, 0.1, b1=b1, b2=0.999)
+            s = opt.init(params)
+            for g in (jnp.array([1.0, -2.0, 0.5]), jnp.array([0.3, 1.0, -1.0])):
+                u, s = opt.update({"v": g}, s, params)
+            outs.append(np.asarray(u["v"]))
+        assert not np.allclose(outs[0], outs[1]), name
+
+
 # -- the vmapped grid equals each cell run alone ---------------------------------------------------
 def _close(a, b, rel):
     """‖a − b‖ ≤ rel·‖b‖ (float32 rounding differs between the vmapped and the plain program)."""
@@ -205,7 +255,8 @@ def _close(a, b, rel):
 
 @pytest.mark.parametrize("name", ["sgd", "nsgd_global", "nsgd_tensor", "adam", "ada_nsgda", "sgda_ada"])
 def test_neurons_grid_cell_equals_single_run_and_numpy(name):
-    # init_scale 1: O(1) gradients, so every optimizer moves the players within 40 steps
+    # init_scale 1: O(1) gradients, so every optimizer moves the players within 40 steps.
+    # The comparisons are on the displacement from the start, so they fail if nothing moved.
     game = Neurons.create(NeuronsSpec(init_scale=1.0), 0)
     steps, lrs = 40, np.array([1e-2, 3e-2, 1.0])
     lg, ld = np.meshgrid(lrs, lrs, indexing="ij")
@@ -218,16 +269,15 @@ def test_neurons_grid_cell_equals_single_run_and_numpy(name):
         g0, d0 = game.init(jax.random.split(keys[s])[0])
         state = init_state(game, opt_g, opt_d, g0, d0)
         final, _ = run_dynamics(make_step(game, opt_g, opt_d), state, jax.random.PRNGKey(9), steps, steps, lambda s: {})
-        assert float(jnp.linalg.norm(final.gen["v"] - g0["v"])) > 1e-2
-        assert float(jnp.linalg.norm(final.disc["w"] - d0["w"])) > 1e-2
-        _close(gen["v"][c, s], final.gen["v"], 1e-4)
-        _close(disc["w"][c, s], final.disc["w"], 1e-4)
-        _close(disc["a"][c, s], final.disc["a"], 1e-4)
+        moved_g, moved_d = final.gen["v"] - g0["v"], final.disc["w"] - d0["w"]
+        assert float(jnp.linalg.norm(moved_g)) > 1e-2 and float(jnp.linalg.norm(moved_d)) > 1e-2
+        _close(gen["v"][c, s] - g0["v"], moved_g, 1e-3)
+        _close(disc["w"][c, s] - d0["w"], moved_d, 1e-3)
+        _close(disc["a"][c, s] - d0["a"], final.disc["a"] - d0["a"], 1e-3)
         # and the hand-written numpy loop (float64) agrees over this short horizon
         gn, dn = numpy_neurons_run(game, g0, d0, name, float(lg.ravel()[c]), float(ld.ravel()[c]), steps, steps)
-        _close(gen["v"][c, s], gn["v"], 1e-3)
-        _close(disc["w"][c, s], dn["w"], 1e-3)
-        _close(disc["a"][c, s], dn["a"], 1e-3)
+        _close(gen["v"][c, s] - g0["v"], gn["v"] - np.asarray(g0["v"]), 1e-2)
+        _close(disc["w"][c, s] - d0["w"], dn["w"] - np.asarray(d0["w"]), 1e-2)
 
 
 def test_mixture_grid_cell_equals_single_run():
@@ -235,61 +285,112 @@ def test_mixture_grid_cell_equals_single_run():
     game = Mixture2D.create(spec)
     steps = 20
     lg, ld = np.array([1e-3, 1e-1]), np.array([1e-2, 1e-3])
-    fn = study.grid_runner(game, lambda s: {}, "adam", Scheme(), steps, steps)
+    fn = study.grid_runner(game, lambda s: {}, "adam", Scheme(), steps, steps, {"b1": 0.5, "b2": 0.999})
     keys = study.seed_keys(2)
     gen, _, _ = fn(jnp.asarray(lg, jnp.float32), jnp.asarray(ld, jnp.float32), keys)
     c, s = 1, 1
-    opt_g, opt_d = optim.make("adam", float(lg[c])), optim.make("adam", float(ld[c]))
+    opt_g, opt_d = optim.make("adam", float(lg[c]), b1=0.5), optim.make("adam", float(ld[c]), b1=0.5)
     k_init, k_run = jax.random.split(keys[s])
     g0, d0 = game.init(k_init)
     final, _ = run_dynamics(make_step(game, opt_g, opt_d), init_state(game, opt_g, opt_d, g0, d0), k_run,
                             steps, steps, lambda s: {})
-    for k in final.gen:
-        _close(gen[k][c, s], final.gen[k], 1e-4)
+    total = 0.0
+    for k in final.gen:                              # displacements: this fails if nothing moved
+        moved = final.gen[k] - g0[k]
+        total += float(jnp.sum(moved ** 2))
+        if float(jnp.linalg.norm(moved)) > 0:
+            _close(gen[k][c, s] - g0[k], moved, 1e-3)
+    assert math.sqrt(total) > 0.1                    # 20 Adam steps of 0.1 move the generator
 
 
-# -- analysis on hand-built results ------------------------------------------------------------------
-def _fake_results(sgd_final, nsgd_final, n_modes=3):
-    """Results whose final per-run mode counts are the given (n, n, S) integer arrays."""
-    def per_mode(counts):
-        pm = np.zeros((*counts.shape, 2, n_modes), bool)
-        for idx in np.ndindex(*counts.shape):
-            pm[idx][-1, : counts[idx]] = True
-        return pm
-
-    cfg = study.Config(n_lr=sgd_final.shape[0], seeds=sgd_final.shape[2], optimizers=("sgd", "nsgd_global"))
-    shape = sgd_final.shape
-    res = study.Results(cfg, cfg.lrs, np.array([0, 1]), n_modes,
-                        {"sgd": per_mode(sgd_final), "nsgd_global": per_mode(nsgd_final)},
-                        {k: np.full((*shape, 2), np.nan) for k in ("sgd", "nsgd_global")},
-                        {k: np.ones(shape, bool) for k in ("sgd", "nsgd_global")}, {"sgd": 1.0, "nsgd_global": 1.0})
-    res.table = study.summary_table(res)
-    res.claim = study.claim(res)
-    return res
+# -- the protocol on hand-built arrays -----------------------------------------------------------------
+def test_recovered_needs_both_late_and_final_records():
+    pm = np.zeros((4, 3), bool)                      # R = 4 records, M = 3 modes
+    pm[3] = [True, True, True]                        # all at T
+    pm[2] = [True, False, True]                       # mode 1 missing at 0.8T
+    assert study.recovered(pm, 2).tolist() == [True, False, True]
+    assert not study.all_modes(pm, 2)
+    pm[2, 1] = True
+    assert study.all_modes(pm, 2)
+    pm[3, 0] = False                                  # lost at T
+    assert not study.all_modes(pm, 2)
 
 
-def test_best_median_and_claim_on_hand_built_results():
-    sgd = np.zeros((3, 3, 2), int)
-    sgd[2, 1] = [1, 2]                                   # best SGDA cell: 1.5 modes at (i, j) = (2, 1)
-    nsgd = np.full((3, 3, 2), 3)
-    nsgd[0] = 0                                          # 6 of 9 cells recover all: median 3
-    res = _fake_results(sgd, nsgd)
+def _tune(shares_counts, S, M=3, R=3):
+    """(n, n, S, R, M) modes whose cell (i, j) has shares_counts[i][j] runs with all modes."""
+    n = len(shares_counts)
+    out = np.zeros((n, n, S, R, M), bool)
+    for i in range(n):
+        for j in range(n):
+            out[i, j, : shares_counts[i][j]] = True
+            out[i, j, shares_counts[i][j]:, :, 0] = True   # the rest recover one mode
+    return out
+
+
+def test_choose_cell_maximizes_all_modes_share_with_ties_by_mean_modes():
+    tm = _tune([[0, 2], [2, 1]], S=4)
+    tm[1, 0, 3, :, 1] = True                          # cell (1, 0): same share, more modes on average
+    assert study.choose_cell(tm, 1) == (1, 0)
+    assert study.choose_cell(_tune([[0, 0], [0, 0]], S=2), 1) == (0, 0)
+
+
+def _fake_results(cfg, tune, evals):
+    arms = {}
+    for name in tune:
+        t = tune[name]
+        arms[name] = study.Arm(cfg.lrs_for(name)[: t.shape[0]], t, np.ones(t.shape[:4], bool),
+                               np.full(t.shape[:4], np.nan), evals[name], np.ones(evals[name].shape[:2], bool),
+                               np.full(evals[name].shape[:2], np.nan), study.choose_cell(t, 1), 1.0)
+    res = study.Results(cfg, np.array([0, 80, 100]), 1, 3, arms)
+    return study.analyse(res)
+
+
+def test_verdicts_on_hand_built_protocol():
+    cfg = study.Config(optimizers=("sgd", "nsgd_global"), sgd_lrs=(0.1, 1.0), nsgd_units=(0.1, 0.3),
+                       tuning_seeds=16, heldout_seeds=40)
+    S, E = 16, 40
+    ev_good = np.zeros((E, 3, 3), bool)
+    ev_good[:39] = True                               # 39 of 40 held-out nSGDA runs recover all
+    ev_sgd = np.zeros((E, 3, 3), bool)
+    ev_sgd[:, :, 0] = True                            # SGDA recovers one mode in every run
+    res = _fake_results(cfg, {"sgd": _tune([[0, 0], [0, 0]], S), "nsgd_global": _tune([[3, 16], [5, 0]], S)},
+                        {"sgd": ev_sgd, "nsgd_global": ev_good})
     rows = {r["optimizer"]: r for r in res.table}
-    assert rows["sgd"]["best_modes"] == 1.5 and study.best_cell(res, "sgd") == (2, 1)
-    assert rows["sgd"]["best_lr_g"] == pytest.approx(res.lrs[2]) and rows["sgd"]["median_modes"] == 0
-    assert rows["nsgd_global"]["median_modes"] == 3 and rows["nsgd_global"]["cells_all_modes"] == pytest.approx(6 / 9)
-    assert res.claim["sgda_best_below_nsgd_global_median"] is True
-    assert res.claim["sgda_collapses_everywhere"] is True
-    assert "claim holds for nsgd_global" in res.claim["statement"]
-    # the same SGDA against an nSGDA whose median cell is worse: the claim must fail
-    nsgd[1:] = 1
-    res = _fake_results(sgd, nsgd)
-    assert res.claim["sgda_best_below_nsgd_global_median"] is False
-    assert "does not hold for nsgd_global" in res.claim["statement"]
-    sgd[0, 0] = [3, 0]                                   # one SGDA run recovers all modes
-    assert _fake_results(sgd, nsgd).claim["sgda_collapses_everywhere"] is False
-    i, j = study.typical_cell(res, "nsgd_global")
-    assert study.cell_means(res, "nsgd_global")[i, j] == 1.0
+    n = rows["nsgd_global"]
+    assert n["chosen_cell"]["i"] == 0 and n["chosen_cell"]["j"] == 1 and n["tuning_share_chosen"] == 1.0
+    assert n["all_modes_share"] == pytest.approx(39 / 40)
+    assert (n["ci_low"], n["ci_high"]) == pytest.approx(claims.wilson(39, 40))
+    assert n["tuning_seeds"] == list(range(16)) and n["heldout_seeds"] == list(range(1000, 1040))
+    assert n["chosen_cell"]["lr_d_units"] == pytest.approx(0.3)
+    v = {x.name: x for x in res.verdicts}
+    assert v["nsgd_global_recovers_all_modes"].outcome == "supported"          # Wilson low 0.87 > 0.8
+    assert v["sgda_collapses_at_best_cell"].outcome == "supported"             # 0/40: high 0.088 < 0.2
+    assert v["sgda_collapses_every_cell"].outcome == "supported"               # 0/16: high 0.194 < 0.2
+    assert v["sgda_collapses_every_cell"].interval == pytest.approx(claims.wilson(0, 16))
+    # descriptive: median over cells and share of cells are reported, not used
+    assert rows["nsgd_global"]["share_cells_all_modes"] == pytest.approx(1 / 4)
+    # one SGDA cell where 2 of 16 tuning runs recover all: the grid-wide bound is now inconclusive
+    res = _fake_results(cfg, {"sgd": _tune([[0, 2], [0, 0]], S), "nsgd_global": _tune([[3, 16], [5, 0]], S)},
+                        {"sgd": ev_sgd, "nsgd_global": ev_good})
+    v = {x.name: x for x in res.verdicts}
+    assert v["sgda_collapses_every_cell"].outcome == "inconclusive"
+    assert v["sgda_collapses_every_cell"].value == pytest.approx(2 / 16)
+    # nSGDA recovering all modes in only half of the held-out runs: not supported
+    half = np.zeros((E, 3, 3), bool)
+    half[:20] = True
+    res = _fake_results(cfg, {"sgd": _tune([[0, 0], [0, 0]], S), "nsgd_global": _tune([[3, 16], [5, 0]], S)},
+                        {"sgd": ev_sgd, "nsgd_global": half})
+    assert {x.name: x for x in res.verdicts}["nsgd_global_recovers_all_modes"].outcome == "not supported"
+    assert "NOT SUPPORTED" in study.summary(res)
+
+
+def test_divergence_bound_marks_blow_ups_for_good():
+    recs = {"finite": np.array([[True] * 5, [True] * 5, [True, True, False, True, True]]),
+            "scale": np.array([[0.5, 1, 2, 3, 4], [0.5, 12.0, 2, 1, 1], [0.5, 1, 1, 1, 1]])}
+    alive = study._alive(recs, 10.0)
+    assert alive.tolist() == [[True] * 5, [True, False, False, False, False], [True, True, False, False, False]]
+    recs["scale"][0, 3] = np.inf
+    assert not study._alive(recs, 10.0)[0, -1]
 
 
 # -- configuration errors -------------------------------------------------------------------------
@@ -298,12 +399,21 @@ def test_best_median_and_claim_on_hand_built_results():
     {"optimizers": ("sgd", "sgdd")},
     {"optimizers": ()},
     {"optimizers": ("sgd", "sgd")},
-    {"lr_min": 1.0, "lr_max": 0.1},
-    {"lr_min": -1.0},
-    {"lr_max": float("inf")},
+    {"sgd_lrs": ()},
+    {"sgd_lrs": (-1.0, 0.1)},
+    {"nsgd_units": (float("inf"),)},
+    {"adam_lrs": (0.1, 0.1)},
     {"n_lr": 0},
-    {"seeds": 0},
+    {"tuning_seeds": 0},
+    {"heldout_seeds": 0},
+    {"tuning_seeds": 20, "heldout_offset": 10},       # held-out seeds would overlap tuning seeds
     {"steps": 250, "record_every": 100},
+    {"steps": 100, "record_every": 100},              # 0.8 T falls before the first record
+    {"late_fraction": 1.5},
+    {"adam_b1": 1.0},
+    {"adam_b2": -0.1},
+    {"blowup": 1.0},
+    {"nsgd_share_min": 1.2},
     {"family": "ring", "gradients": "exact"},
     {"gradients": "sometimes"},
     {"alphas": (1.0, 0.5)},
@@ -319,6 +429,28 @@ def test_best_median_and_claim_on_hand_built_results():
 def test_bad_config_raises_config_error(bad):
     with pytest.raises(ConfigError):
         study.Config(**bad)
+
+
+def test_pinned_neurons_config_is_the_default_and_follows_the_protocol():
+    from overparam.studies.config import from_mapping, load_sim
+
+    pinned = from_mapping(study.Config, load_sim("sims/modes_neurons.toml"))
+    default = study.Config()
+    for f in ("family", "optimizers", "k", "m", "m_disc", "alphas", "adam_b1", "adam_b2", "late_fraction",
+              "blowup", "nsgd_share_min", "sgd_share_max", "data_seed", "heldout_offset", "scheme"):
+        assert getattr(pinned, f) == getattr(default, f), f
+    assert pinned.resolved == default.resolved
+    assert pinned.late_step == 0.8 * pinned.resolved["steps"]       # exactly 0.8 T
+    assert pinned.m == pinned.m_disc == pinned.k                     # no spare neurons
+    assert pinned.data_seed != 0                                     # a data seed no earlier run used
+    assert not set(pinned.tuning) & set(pinned.heldout) and len(pinned.heldout) >= 30
+    # nSGDA's smallest step travels several mode scales within T
+    assert pinned.lrs_for("nsgd_global")[0] * pinned.resolved["steps"] >= 3 * max(pinned.alphas)
+    np.testing.assert_allclose(pinned.lrs_for("nsgd_tensor"), np.array(pinned.resolved["nsgd_units"]) * 0.4)
+    ring = from_mapping(study.Config, load_sim("sims/modes.toml"))
+    assert ring.family == "ring" and len(ring.heldout) >= 30 and ring.adam_b1 == 0.5
+    for quick in ("sims/modes_neurons.toml", "sims/modes.toml"):
+        from_mapping(study.Config, load_sim(quick, quick=True))       # the quick tables are valid configs
 
 
 def test_metric_shape_errors_and_cli_error(capsys):
@@ -337,35 +469,38 @@ def test_cli_tiny_run(tmp_path, capsys):
     from overparam import simulate
 
     out = tmp_path / "modes"
-    argv = ["modes", "--no-progress", "--family", "neurons", "--steps", "100", "--record-every", "50",
-            "--seeds", "2", "--n-lr", "3",
+    argv = ["modes", "--no-progress", "--family", "neurons", "--steps", "200", "--record-every", "40",
+            "--tuning-seeds", "2", "--heldout-seeds", "3", "--n-lr", "2",
             "--optimizers", "sgd,nsgd_global", "--out-dir", str(out)]
     assert simulate.main(argv) == 0
     text = capsys.readouterr().out
-    assert "modes study: family=neurons" in text and "SGDA's best cell" in text
+    assert "modes study: family=neurons" in text and "verdicts (thresholds pinned" in text
+    assert "sgda_collapses" not in text and "SGDA collapses for every step size" in text
     rows = (out / "cells.csv").read_text().strip().splitlines()
-    assert len(rows) == 1 + 2 * 9 * 2
+    assert len(rows) == 1 + 2 * (4 * 2 + 3)           # per optimizer: 2x2 cells x 2 tuning seeds + 3 held-out
     header = rows[0].split(",")
-    assert {"optimizer", "lr_g", "lr_d", "seed", "modes_recovered"} <= set(header)
+    assert {"optimizer", "phase", "lr_g", "lr_d", "seed", "modes_recovered", "all_modes", "diverged"} <= set(header)
     for stem in ("heatmap_sgd", "heatmap_nsgd_global", "recovery_over_training"):
         for ext in ("png", "pdf"):
             assert (out / f"{stem}.{ext}").stat().st_size > 1000
     res = json.loads((out / "results.json").read_text())
-    assert res["resolved"]["steps"] == 100 and "statement" in res["claim"]
-    assert {r["optimizer"] for r in res["table"]} == {"sgd", "nsgd_global"}
-    # the table's best cell is the maximum of the per-run CSV averaged over seeds
-    idx = {h: i for i, h in enumerate(header)}
-    sums: dict = {}
-    for line in rows[1:]:
-        f = line.split(",")
-        key = (f[idx["optimizer"]], f[idx["lr_g"]], f[idx["lr_d"]])
-        sums.setdefault(key, []).append(int(f[idx["modes_recovered"]]))
-    for r in res["table"]:
-        best = max(np.mean(v) for k, v in sums.items() if k[0] == r["optimizer"])
-        assert r["best_modes"] == pytest.approx(best)
-    traj = (out / "recovery_over_training.csv").read_text().splitlines()
-    assert len(traj) == 1 + 2 * 3 * 3    # 2 highlighted cells x 3 records x 3 modes
+    for name in ("sgd", "nsgd_global"):
+        r = res["optimizers"][name]
+        assert r["tuning_seeds"] == [0, 1] and r["heldout_seeds"] == [1000, 1001, 1002]
+        assert {"lr_g", "lr_d"} <= set(r["chosen_cell"]) and 0 <= r["ci_low"] <= r["all_modes_share"] <= r["ci_high"]
+        # the held-out share is the CSV's held-out rows' share of all_modes
+        idx = {h: i for i, h in enumerate(header)}
+        held = [line.split(",") for line in rows[1:]]
+        held = [f for f in held if f[idx["optimizer"]] == name and f[idx["phase"]] == "heldout"]
+        assert len(held) == 3
+        assert r["all_modes_share"] == pytest.approx(np.mean([f[idx["all_modes"]] == "True" for f in held]))
+    assert {v["name"] for v in res["verdicts"]} == {"nsgd_global_recovers_all_modes", "sgda_collapses_at_best_cell",
+                                                    "sgda_collapses_every_cell"}
+    assert all(v["outcome"] in claims.OUTCOMES for v in res["verdicts"])
     assert (out / "manifest.json").exists()
-    # rerun: every optimizer is read back from out_dir/cells, same table
+    # rerun: every phase is read back from out_dir/cells, same numbers
     assert simulate.main(argv) == 0
-    assert json.loads((out / "results.json").read_text())["table"][0]["best_modes"] == res["table"][0]["best_modes"]
+    again = json.loads((out / "results.json").read_text())
+    assert again["optimizers"] == res["optimizers"] or all(
+        again["optimizers"][n]["all_modes_share"] == res["optimizers"][n]["all_modes_share"] for n in res["optimizers"])
+    assert "reused 4 of 4" in capsys.readouterr().out

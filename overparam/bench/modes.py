@@ -211,7 +211,7 @@ def _init_params(game, n_seeds: int):
 def bench_family(family: str, optimizer: str, overrides: dict, numpy_runs: int) -> dict[str, Any]:
     cfg = from_mapping(study.Config, {"family": family, "optimizers": (optimizer,), **overrides})
     r = cfg.resolved
-    n_runs = cfg.n_lr ** 2 * r["seeds"]
+    n_runs = len(cfg.lrs) ** 2 * r["seeds"]
     # ours, cold (compile included) then warm
     study._cached_runner.cache_clear()
     jax.clear_caches()
@@ -228,7 +228,7 @@ def bench_family(family: str, optimizer: str, overrides: dict, numpy_runs: int) 
     game, _, _ = study.make_game(cfg)
     inits = _init_params(game, r["seeds"])
     lrs = cfg.lrs
-    cells = [(i, j, s) for i in range(cfg.n_lr) for j in range(cfg.n_lr) for s in range(r["seeds"])]
+    cells = [(i, j, s) for i in range(len(lrs)) for j in range(len(lrs)) for s in range(r["seeds"])]
     timed = cells[: min(numpy_runs, n_runs)]
     per_run = {}
     for threads in (1, None):
@@ -250,7 +250,7 @@ def bench_family(family: str, optimizer: str, overrides: dict, numpy_runs: int) 
         check = _neurons_check(cfg, game, inits)
     best = min(per_run, key=per_run.get)
     est = per_run[best] * n_runs
-    return {"family": family, "optimizer": optimizer, "grid": f"{cfg.n_lr}x{cfg.n_lr}", "seeds": r["seeds"],
+    return {"family": family, "optimizer": optimizer, "grid": f"{len(lrs)}x{len(lrs)}", "seeds": r["seeds"],
             "steps": r["steps"], "runs": n_runs, "cold_s": cold, "warm_s": warm, "numpy_runs_timed": len(timed),
             "numpy_s_per_run": per_run[best], "numpy_s_per_run_by_blas_threads": per_run, "numpy_blas": best,
             "numpy_grid_s": est, "numpy_extrapolated": len(timed) < n_runs,
@@ -288,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="runs timed on the numpy side per BLAS setting (default: neurons 20, ring 2); "
                    "the rest is extrapolated per run")
     args = p.parse_args(argv)
-    over = {k: v for k, v in {"steps": args.steps, "seeds": args.seeds, "n_lr": args.n_lr}.items() if v is not None}
+    over = {k: v for k, v in {"steps": args.steps, "tuning_seeds": args.seeds, "n_lr": args.n_lr}.items() if v is not None}
     print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), optimizer={args.optimizer}")
     try:
         for fam in [f.strip() for f in args.families.split(",") if f.strip()]:

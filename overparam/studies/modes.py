@@ -1,25 +1,52 @@
-"""Multimodal nSGDA-vs-SGDA study: which optimizers recover every mode, for which step sizes?
+"""Multimodal nSGDA-vs-SGDA study: does normalized SGDA recover every mode where SGDA collapses?
 
-For each optimizer (SGDA, nSGDA with a global or per-tensor norm, Adam, ada_nsgda,
-sgda_ada) run a log grid of (η_G, η_D) step sizes × seeds on a multimodal game and count
-the modes the generator recovers (overparam.metrics.modes). The whole grid and all seeds
-of one optimizer are a single jit(vmap(vmap(scan))) call: one compile per optimizer and
-family, no Python loop over cells or steps.
+Claim checked (Jelassi et al., "Dissecting adaptive methods in GANs"): SGDA collapses to
+few modes *for every* step-size pair (η_G, η_D), while normalized SGDA recovers all modes.
+The games are our construction (overparam.games.multimodal; the paper's exact setting is
+not published): ``neurons`` (K orthonormal modes α_j u_j in R^d, a generator of m vectors,
+a discriminator of m_D cubic neurons, exact expectations by default; the default family,
+pinned with m = m_D = K so that no optimizer has spare neurons), ``ring`` (8 Gaussians) and
+``grid`` (25 Gaussians) with MLP players on minibatches.
 
-Families (overparam.games.multimodal): ``neurons`` (K orthonormal modes, generator of m
-vectors, cubic-neuron discriminator, exact expectations by default), ``ring`` (8 Gaussians)
-and ``grid`` (25 Gaussians) with MLP players and minibatches of 128.
-Claim checked (Jelassi et al.): SGDA collapses for every (η_G, η_D) while nSGDA recovers all
-modes; the summary states whether SGDA's best cell over the whole grid recovers fewer modes
-than nSGDA's typical (median) cell, per normalization granularity.
-Writes cells.csv, recovery_over_training.csv, results.json, manifest.json,
-heatmap_<optimizer>.png/.pdf and recovery_over_training.png/.pdf.
-Cost on 2 CPU cores: the default (ring) about 2-3 minutes per optimizer, so 12-18 minutes
-for all six (finished optimizers are kept in out_dir/cells and reused); --family neurons
-takes about 6 seconds per optimizer, compile included."""
+Protocol (pre-registered; grids, seeds and thresholds pinned in ``sims/modes_neurons.toml``
+and ``sims/modes.toml`` before the runs):
+
+1. **One grid per optimizer**: SGDA (and other plain-gradient optimizers) on a wide log grid
+   of (η_G, η_D) (``sgd_lrs``); nSGDA on a grid in units of the smallest mode's scale
+   (``nsgd_units`` × α_min for neurons, × std for ring/grid), since its step has a fixed
+   length; the Adam-based arms on ``adam_lrs``. Adam's b1, b2 (``adam_b1``, ``adam_b2``;
+   GAN setting 0.5, 0.999) apply to every Adam-based arm (adam, ada_nsgda, sgda_ada).
+2. **Recovery**: a mode counts only when it is recovered (overparam.metrics.modes) at both
+   ``late_fraction`` · T and T; a run recovers "all modes" when it recovers all K.
+3. **Divergence**: a run diverged once a recorded value is non-finite or its scale exceeds
+   ``blowup`` × the data's scale (neurons: max_k ‖v_k‖ / α_max; ring/grid: the mean
+   ‖G(z)‖ over the evaluation latents / the largest centre norm). A diverged run recovers
+   no mode (it counts as a failure in every share) and is left out of the descriptive
+   median of modes, with the number of runs used printed.
+4. **Tuning**: every cell of an optimizer's grid on ``tuning_seeds`` seeds (0 …); the chosen
+   cell maximizes the share of runs with all modes (ties: more modes on average, then the
+   first cell in grid order).
+5. **Evaluation**: the chosen cell on ``heldout_seeds`` seeds (``heldout_offset`` …,
+   disjoint from the tuning seeds): the share of runs with all K modes and its Wilson 95 %
+   interval.
+6. **Verdicts** (overparam.claims), decided separately:
+   * "nSGDA recovers all modes" (per normalization granularity): held-out share's Wilson
+     interval above ``nsgd_share_min``;
+   * "SGDA collapses at its best step size": held-out share's interval below ``sgd_share_max``;
+   * "SGDA collapses for every step size": SGDA's grid-wide maximum share on the tuning
+     seeds (a bound that favours SGDA), Wilson interval of that cell, below ``sgd_share_max``.
+   Medians of modes and the share of cells with all modes are descriptive only.
+
+Every (optimizer, phase) grid is one jit(vmap(vmap(scan))) call: η is a vmapped
+hyperparameter (``optax.inject_hyperparams``), so there is no Python loop over cells or steps.
+Writes cells.csv, recovery_over_training.csv, results.json (per optimizer ``tuning_seeds``,
+``heldout_seeds``, the chosen cell, ``all_modes_share``, ``ci_low``, ``ci_high``; and
+``verdicts``), manifest.json, heatmap_<optimizer>.png/.pdf, recovery_over_training.png/.pdf.
+Cost: see docs/modes.md (the default neurons run takes a few minutes on 2 CPU cores)."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -31,7 +58,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from overparam import optim
+from overparam import claims, optim
 from overparam.dynamics import Scheme, init_state, make_step, run as run_dynamics
 from overparam.errors import ConfigError, finite_positive, one_of, positive_int, require
 from overparam.games.multimodal import Mixture2D, Mixture2DSpec, Neurons, NeuronsSpec
@@ -44,56 +71,86 @@ DESCRIPTION = __doc__
 
 FAMILIES = ("neurons", "ring", "grid")
 DEFAULT_OPTIMIZERS = ("sgd", "nsgd_global", "nsgd_tensor", "adam", "ada_nsgda", "sgda_ada")
-NSGDA = ("nsgd_global", "nsgd_tensor")
-# Family defaults, fixed before any result was seen (4 decades, 7 × 7 cells).
-FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
-    "neurons": {"lr_min": 1e-3, "lr_max": 10.0, "seeds": 5, "steps": 3000},
-    "ring": {"lr_min": 1e-4, "lr_max": 1.0, "seeds": 3, "steps": 3000},
-    "grid": {"lr_min": 1e-4, "lr_max": 1.0, "seeds": 3, "steps": 3000},
-}
+NSGDA = ("nsgd_global", "nsgd_tensor", "nsgd")
+ADAM_BASED = ("adam", "ada_nsgda", "sgda_ada")
 N_EVAL = 2000            # generator samples per coverage measurement (ring / grid)
-# Chosen by one criterion fixed in advance, on the default grids above: the larger
-# (median nSGDA cell − best SGDA cell) / K, averaged over nsgd_global and nsgd_tensor.
-# Measured (3000 steps): neurons (0 − 1.8)/3 = −0.60, ring (0 − 2.33)/8 = −0.29; the ring is
-# also the family where SGDA never recovered all modes in any run. Neither family satisfies
-# "SGDA's best cell below nSGDA's median cell": most of a four-decade grid fails for nSGDA too.
-DEFAULT_FAMILY = "ring"
+DEFAULT_FAMILY = "neurons"
+# Family defaults (pinned in sims/modes_neurons.toml and sims/modes.toml before the runs).
+# neurons: nSGDA's smallest step is 0.003 α_min = 1.2e-3, so T = 10,000 steps let it travel
+# 12 (α_max = 1) -- several passes over the modes.
+FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
+    "neurons": {"steps": 10000, "tuning_seeds": 16, "heldout_seeds": 40,
+                "sgd_lrs": (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0),
+                "nsgd_units": (0.003, 0.01, 0.03, 0.1, 0.3, 1.0),
+                "adam_lrs": (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1)},
+    "ring": {"steps": 3000, "tuning_seeds": 4, "heldout_seeds": 30,
+             "sgd_lrs": (1e-4, 1e-3, 1e-2, 0.1, 1.0),
+             "nsgd_units": (0.05, 0.2, 1.0, 5.0),
+             "adam_lrs": (1e-4, 3e-4, 1e-3, 3e-3)},
+    "grid": {"steps": 3000, "tuning_seeds": 4, "heldout_seeds": 30,
+             "sgd_lrs": (1e-4, 1e-3, 1e-2, 0.1, 1.0),
+             "nsgd_units": (0.05, 0.2, 1.0, 5.0),
+             "adam_lrs": (1e-4, 3e-4, 1e-3, 3e-3)},
+}
+
+
+def grid_kind(name: str) -> str:
+    """Which pinned grid an optimizer uses: ``nsgd`` (normalized), ``adam`` (Adam-based) or ``sgd``."""
+    if name in NSGDA:
+        return "nsgd"
+    if name in ADAM_BASED or name == "rmsprop":
+        return "adam"
+    return "sgd"
 
 
 @dataclass(frozen=True)
 class Config:
-    """Mode-recovery study configuration; ``None`` fields take the family's default."""
+    """Mode-recovery protocol configuration; ``None`` fields take the family's default."""
 
-    family: str = field(default=DEFAULT_FAMILY, metadata=_h(
-        "neurons, ring or grid (default ring: the family with the clearer SGDA/nSGDA contrast)"))
+    family: str = field(default=DEFAULT_FAMILY, metadata=_h("neurons, ring or grid (default neurons)"))
     optimizers: tuple[str, ...] = field(default=DEFAULT_OPTIMIZERS, metadata=_h(
         "optimizers of both players (overparam.optim names); nsgd_global / nsgd_tensor make the "
         "normalization granularity explicit"))
-    lr_min: float | None = field(default=None, metadata=_h(
-        "smallest step size of the log grid, both players (none: neurons 1e-3, ring/grid 1e-4)"))
-    lr_max: float | None = field(default=None, metadata=_h(
-        "largest step size of the log grid (none: neurons 10, ring/grid 1)"))
-    n_lr: int = field(default=7, metadata=_h("grid points per player: n_lr × n_lr cells"))
-    seeds: int | None = field(default=None, metadata=_h("seeds per cell, vmapped (none: neurons 5, ring/grid 3)"))
-    steps: int | None = field(default=None, metadata=_h("training steps (none: 3000)"))
+    sgd_lrs: tuple[float, ...] | None = field(default=None, metadata=_h(
+        "SGDA's step sizes (both axes of its grid; also momentum/ogd); none: the family's pinned grid"))
+    nsgd_units: tuple[float, ...] | None = field(default=None, metadata=_h(
+        "nSGDA's step sizes in units of the smallest mode scale (alpha_min, or std for ring/grid)"))
+    adam_lrs: tuple[float, ...] | None = field(default=None, metadata=_h(
+        "step sizes of the Adam-based arms (adam, ada_nsgda, sgda_ada)"))
+    n_lr: int | None = field(default=None, metadata=_h(
+        "none: the grids as given; else n_lr log-spaced points between each grid's ends (quick runs)"))
+    tuning_seeds: int | None = field(default=None, metadata=_h("tuning seeds 0..N-1 per cell (none: family default)"))
+    heldout_seeds: int | None = field(default=None, metadata=_h("held-out seeds at the chosen cell (none: family default)"))
+    heldout_offset: int = field(default=1000, metadata=_h("first held-out seed (must exceed the tuning seeds)"))
+    steps: int | None = field(default=None, metadata=_h("training steps T (none: family default)"))
     record_every: int = field(default=100, metadata=_h("record per-mode recovery every this many steps"))
+    late_fraction: float = field(default=0.8, metadata=_h(
+        "a mode counts only when recovered at both late_fraction*T and T"))
+    adam_b1: float = field(default=0.5, metadata=_h("Adam b1 of every Adam-based arm (GAN setting 0.5)"))
+    adam_b2: float = field(default=0.999, metadata=_h("Adam b2 of every Adam-based arm"))
     scheme: str = field(default="simultaneous", metadata=_h("simultaneous or alternating (D first)"))
     gradients: str = field(default="auto", metadata=_h(
         "exact (expectations; neurons only), minibatch, or auto (neurons exact, ring/grid minibatch)"))
     batch_size: int = field(default=128, metadata=_h("minibatch size (minibatch gradients)"))
-    data_seed: int = field(default=0, metadata=_h("seed of the data (mode directions) and evaluation latents"))
+    data_seed: int = field(default=7, metadata=_h("seed of the data (mode directions) and evaluation latents"))
     k: int = field(default=3, metadata=_h("neurons: number of modes K"))
     d: int = field(default=50, metadata=_h("neurons: dimension d"))
     alphas: tuple[float, ...] = field(default=(1.0, 0.6, 0.4), metadata=_h("neurons: mode scales α_j"))
     probs: tuple[float, ...] | None = field(default=None, metadata=_h("neurons: mode probabilities (none: uniform)"))
-    m: int = field(default=6, metadata=_h("neurons: generator vectors m"))
-    m_disc: int = field(default=6, metadata=_h("neurons: discriminator neurons m_D"))
+    m: int = field(default=3, metadata=_h("neurons: generator vectors m (pinned = K)"))
+    m_disc: int = field(default=3, metadata=_h("neurons: discriminator neurons m_D (pinned = K)"))
     sigma: str = field(default="cubic", metadata=_h("neurons: discriminator activation cubic, cubic_linear or relu"))
     init_scale: float = field(default=0.1, metadata=_h("neurons: initialization scale s, N(0, s²/d)"))
     noise: float = field(default=0.0, metadata=_h("neurons: data noise std (minibatch gradients only)"))
     latent_dim: int = field(default=2, metadata=_h("ring/grid: Gaussian latent dimension"))
     hidden: int = field(default=64, metadata=_h("ring/grid: width of the two hidden layers"))
     std: float = field(default=0.02, metadata=_h("ring/grid: std of each Gaussian"))
+    blowup: float = field(default=10.0, metadata=_h(
+        "divergence bound: a run diverged once its scale exceeds blowup x the data's scale (or is non-finite)"))
+    nsgd_share_min: float = field(default=0.8, metadata=_h(
+        "verdict: nSGDA's held-out all-modes share must be above this (Wilson interval)"))
+    sgd_share_max: float = field(default=0.2, metadata=_h(
+        "verdict: SGDA's all-modes share (held-out at its best cell; grid maximum on tuning seeds) must be below this"))
     out_dir: str = field(default="results/modes", metadata=_h("output directory"))
 
     def __post_init__(self) -> None:
@@ -102,7 +159,6 @@ class Config:
         require(len(set(self.optimizers)) == len(self.optimizers), f"optimizers lists a name twice: {self.optimizers}")
         for name in self.optimizers:
             one_of("optimizer", name, optim.OPTIMIZERS)
-        positive_int("n_lr", self.n_lr)
         positive_int("record_every", self.record_every)
         one_of("scheme", self.scheme, ("simultaneous", "alternating"))
         one_of("gradients", self.gradients, ("auto", "exact", "minibatch"))
@@ -111,21 +167,45 @@ class Config:
             raise ConfigError(f"exact expectations exist only for the neurons family; use --gradients minibatch "
                               f"for {self.family}")
         r = self.resolved
-        lo = finite_positive("lr_min", r["lr_min"])
-        hi = finite_positive("lr_max", r["lr_max"])
-        require(lo < hi or (lo == hi and self.n_lr == 1),
-                f"lr_min ({lo}) must be below lr_max ({hi}); a single cell needs n_lr = 1")
-        positive_int("seeds", r["seeds"])
+        for key in ("sgd_lrs", "nsgd_units", "adam_lrs"):
+            require(len(r[key]) > 0, f"{key} is empty; give at least one step size")
+            for v in r[key]:
+                finite_positive(f"every entry of {key}", v)
+            require(len(set(r[key])) == len(r[key]), f"{key} lists a step size twice: {r[key]}")
+        if self.n_lr is not None:
+            positive_int("n_lr", self.n_lr)
+        positive_int("tuning_seeds", r["tuning_seeds"])
+        positive_int("heldout_seeds", r["heldout_seeds"])
+        if isinstance(self.heldout_offset, bool) or not isinstance(self.heldout_offset, int):
+            raise ConfigError(f"heldout_offset must be an integer, got {self.heldout_offset!r}")
+        require(self.heldout_offset >= r["tuning_seeds"],
+                f"heldout_offset ({self.heldout_offset}) must be >= tuning_seeds ({r['tuning_seeds']}) so the "
+                "held-out seeds are disjoint from the tuning seeds")
         positive_int("steps", r["steps"])
         if r["steps"] % self.record_every:
             raise ConfigError(f"steps ({r['steps']}) must be a multiple of record_every ({self.record_every})")
+        lf = finite_positive("late_fraction", self.late_fraction)
+        require(lf <= 1.0, f"late_fraction must be in (0, 1], got {lf}")
+        require(self.late_step > 0,
+                f"late_fraction * steps ({lf * r['steps']:g}) falls before the first record after the start "
+                f"(record_every {self.record_every}); raise steps or lower record_every")
+        for name in ("adam_b1", "adam_b2"):
+            v = finite_positive(name, getattr(self, name), allow_zero=True)
+            require(v < 1.0, f"{name} must be in [0, 1), got {v}")
+        b = finite_positive("blowup", self.blowup)
+        require(b > 1.0, f"blowup must exceed 1 (a multiple of the data's scale), got {b}")
+        for name in ("nsgd_share_min", "sgd_share_max"):
+            v = finite_positive(name, getattr(self, name))
+            require(v < 1.0, f"{name} is a share threshold in (0, 1), got {v}")
         self.neurons_spec, self.mixture_spec  # validate both families' options, whichever runs
 
     @property
     def resolved(self) -> dict[str, Any]:
-        """lr_min, lr_max, seeds, steps with the family defaults filled in."""
+        """steps, seeds and grids with the family defaults filled in (``seeds`` = tuning seeds)."""
         base = FAMILY_DEFAULTS[self.family]
-        return {key: base[key] if getattr(self, key) is None else getattr(self, key) for key in base}
+        out = {key: base[key] if getattr(self, key) is None else getattr(self, key) for key in base}
+        out["seeds"] = out["tuning_seeds"]
+        return out
 
     @property
     def exact(self) -> bool:
@@ -148,9 +228,42 @@ class Config:
         return self.neurons_spec if self.family == "neurons" else self.mixture_spec
 
     @property
-    def lrs(self) -> np.ndarray:
+    def mode_scale(self) -> float:
+        """The smallest mode's scale: α_min (neurons) or the Gaussians' std (ring / grid)."""
+        return float(min(self.alphas)) if self.family == "neurons" else float(self.std)
+
+    def lrs_for(self, name: str) -> np.ndarray:
+        """The (sorted) step sizes of optimizer ``name``'s grid, both axes."""
         r = self.resolved
-        return np.logspace(np.log10(r["lr_min"]), np.log10(r["lr_max"]), self.n_lr)
+        kind = grid_kind(name)
+        lrs = np.sort(np.asarray(r["nsgd_units"], float) * self.mode_scale if kind == "nsgd"
+                      else np.asarray(r[f"{kind}_lrs"], float))
+        if self.n_lr is not None:
+            lrs = np.logspace(np.log10(lrs[0]), np.log10(lrs[-1]), self.n_lr) if self.n_lr > 1 else lrs[:1]
+        return lrs
+
+    @property
+    def lrs(self) -> np.ndarray:
+        """The grid of the first optimizer (a benchmark runs one optimizer per config)."""
+        return self.lrs_for(self.optimizers[0])
+
+    def options_for(self, name: str) -> dict[str, float]:
+        """Optimizer options: Adam's b1, b2 for every Adam-based arm, none otherwise."""
+        return {"b1": self.adam_b1, "b2": self.adam_b2} if name in ADAM_BASED else {}
+
+    @property
+    def tuning(self) -> tuple[int, ...]:
+        return tuple(range(self.resolved["tuning_seeds"]))
+
+    @property
+    def heldout(self) -> tuple[int, ...]:
+        return tuple(range(self.heldout_offset, self.heldout_offset + self.resolved["heldout_seeds"]))
+
+    @property
+    def late_step(self) -> int:
+        """The last recorded step at or before late_fraction · T (exactly 0.8 T in the pinned configs)."""
+        r = self.record_every
+        return int(math.floor(self.late_fraction * self.resolved["steps"] / r + 1e-9)) * r
 
     @property
     def scheme_obj(self) -> Scheme:
@@ -158,61 +271,90 @@ class Config:
 
 
 @dataclass
+class Arm:
+    """One optimizer's tuning grid and held-out evaluation (arrays are numpy)."""
+
+    lrs: np.ndarray                 # (n,) step sizes of both axes
+    tune_modes: np.ndarray          # (n, n, S_t, R, M) bool, per mode and record (False once diverged)
+    tune_alive: np.ndarray          # (n, n, S_t, R) bool, not diverged up to that record
+    tune_quality: np.ndarray        # (n, n, S_t, R) (ring/grid; NaN for neurons)
+    eval_modes: np.ndarray          # (S_e, R, M) at the chosen cell
+    eval_alive: np.ndarray          # (S_e, R)
+    eval_quality: np.ndarray        # (S_e, R)
+    chosen: tuple[int, int]         # (i, j): η_G = lrs[i], η_D = lrs[j]
+    seconds: float
+
+
+@dataclass
 class Results:
     config: Config
-    lrs: np.ndarray                        # (n_lr,) step sizes of both axes
-    record_steps: np.ndarray               # (R,) recorded steps
+    record_steps: np.ndarray        # (R,) recorded steps
+    late_index: int                 # record index of late_fraction * T
     n_modes: int
-    per_mode: dict[str, np.ndarray]        # optimizer -> (n_g, n_d, S, R, M) bool (False once diverged)
-    quality: dict[str, np.ndarray]         # optimizer -> (n_g, n_d, S, R) (ring/grid; NaN for neurons)
-    finite: dict[str, np.ndarray]          # optimizer -> (n_g, n_d, S) finite at the end
-    seconds: dict[str, float]              # optimizer -> wall seconds (compile included)
+    arms: dict[str, Arm]
     table: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-    claim: dict[str, Any] = dataclasses.field(default_factory=dict)
+    protocol: dict[str, Any] = dataclasses.field(default_factory=dict)
+    verdicts: list[claims.Verdict] = dataclasses.field(default_factory=list)
+    cells_report: str = ""
 
 
 # -- games and metrics --------------------------------------------------------------------------
 def make_game(config: Config) -> tuple[Any, Callable[[Any], dict[str, jax.Array]], int]:
-    """(game, metrics(state) -> {"modes": (M,) bool, "quality": scalar}, number of modes M)."""
+    """(game, metrics(state) -> {"modes": (M,) bool, "quality", "scale"}, number of modes M).
+
+    ``scale`` is the divergence statistic: max_k ‖v_k‖ / α_max (neurons) or the mean ‖G(z)‖
+    over the evaluation latents / the largest centre norm (ring / grid).
+    """
     spec = config.game_spec
     if isinstance(spec, NeuronsSpec):
         game = Neurons.create(spec, config.data_seed)
         alphas = jnp.asarray(spec.alphas, jnp.float32)
+        amax = float(max(spec.alphas))
 
         def metrics(s):
-            return {"modes": neuron_modes(game.generate(s.gen), game.U, alphas),
-                    "quality": jnp.asarray(jnp.nan, jnp.float32)}
+            v = game.generate(s.gen)
+            return {"modes": neuron_modes(v, game.U, alphas),
+                    "quality": jnp.asarray(jnp.nan, jnp.float32),
+                    "scale": jnp.max(jnp.linalg.norm(v, axis=1)) / amax}
 
         return game, metrics, spec.k
     game = Mixture2D.create(spec)
     z_eval = jax.random.normal(jax.random.fold_in(jax.random.PRNGKey(config.data_seed), 1), (N_EVAL, spec.latent_dim))
+    cmax = float(np.max(np.linalg.norm(np.asarray(game.centers), axis=1)))
 
     def metrics(s):
-        covered, quality = mixture_coverage(game.generate(s.gen, z_eval), game.centers, spec.std)
-        return {"modes": covered, "quality": quality}
+        x = game.generate(s.gen, z_eval)
+        covered, quality = mixture_coverage(x, game.centers, spec.std)
+        return {"modes": covered, "quality": quality, "scale": jnp.mean(jnp.linalg.norm(x, axis=1)) / cmax}
 
     return game, metrics, game.n_modes
 
 
-def scaled(name: str, lr: jax.Array) -> optax.GradientTransformation:
-    """optim.make(name, 1) followed by a (traced) step size: Δ(η) = η·Δ(1).
+def injected(name: str, lr: jax.Array | float, **options: Any) -> optax.GradientTransformation:
+    """``optim`` optimizer ``name`` with its step size as an injected (traceable) hyperparameter.
 
-    Every optimizer of the study is positively homogeneous of degree 1 in its step size
-    (SGD, nSGD, Adam exactly; the grafts up to their ε = 1e-16), so η can be a vmapped value.
+    ``optax.inject_hyperparams`` rebuilds the optimizer with ``learning_rate = lr`` inside
+    ``init``/``update``, so a vmapped η gives exactly the updates of ``optim.make(name, η)``
+    for every optimizer (no assumption that the update is linear in η).
     """
-    return optax.chain(optim.make(name, 1.0), optax.scale(lr))
+    if name not in optim.OPTIMIZERS:
+        raise ConfigError(f"unknown optimizer {name!r}; choose one of: {', '.join(optim.OPTIMIZERS)}")
+    factory = optim.OPTIMIZERS[name]
+    return optax.inject_hyperparams(lambda learning_rate: factory(learning_rate, **options))(learning_rate=lr)
 
 
 def grid_runner(game: Any, metrics: Callable, optimizer: str, scheme: Scheme, steps: int,
-                record_every: int) -> Callable:
+                record_every: int, options: dict[str, Any] | None = None) -> Callable:
     """jit(vmap over cells (η_G, η_D) of vmap over seed keys) of one scanned run.
 
     Returns ``f(lr_g (C,), lr_d (C,), keys (S, 2)) -> (gen, disc, records)`` with leading
     axes (C, S); records have a further axis of steps // record_every + 1 records. Seed s
     starts from ``game.init(k_init)``, ``k_init, k_run = split(keys[s])``, in every cell.
     """
+    opts = dict(options or {})
+
     def one(lr_g, lr_d, key):
-        opt_g, opt_d = scaled(optimizer, lr_g), scaled(optimizer, lr_d)
+        opt_g, opt_d = injected(optimizer, lr_g, **opts), injected(optimizer, lr_d, **opts)
         k_init, k_run = jax.random.split(key)
         gen, disc = game.init(k_init)
         state = init_state(game, opt_g, opt_d, gen, disc, scheme, k_run)
@@ -225,212 +367,309 @@ def grid_runner(game: Any, metrics: Callable, optimizer: str, scheme: Scheme, st
 @lru_cache(maxsize=16)
 def _cached_runner(config: Config, optimizer: str):
     game, metrics, _ = make_game(config)
-    r = config.resolved
-    return grid_runner(game, metrics, optimizer, config.scheme_obj, r["steps"], config.record_every)
+    return grid_runner(game, metrics, optimizer, config.scheme_obj, config.resolved["steps"], config.record_every,
+                       config.options_for(optimizer))
 
 
-def seed_keys(n: int) -> jax.Array:
-    """Seed s uses PRNGKey(s) in every cell and for every optimizer (common random numbers)."""
-    return jax.vmap(jax.random.PRNGKey)(jnp.arange(n))
+def seed_keys(seeds: int | tuple[int, ...] | list[int]) -> jax.Array:
+    """PRNGKey(s) for each seed s (``n`` alone means seeds 0..n-1): the same key in every cell and
+    for every optimizer (common random numbers)."""
+    seeds = tuple(range(seeds)) if isinstance(seeds, (int, np.integer)) else tuple(seeds)
+    return jax.vmap(jax.random.PRNGKey)(jnp.asarray(seeds))
 
 
-def run_optimizer(config: Config, optimizer: str) -> dict[str, np.ndarray]:
-    """The full (η_G, η_D) × seeds grid of one optimizer in one compiled call."""
-    lrs = config.lrs
-    lg, ld = np.meshgrid(lrs, lrs, indexing="ij")
+def _alive(recs: dict[str, np.ndarray], blowup: float) -> np.ndarray:
+    """Not diverged up to each record: finite and scale <= blowup, once failed failed for good."""
+    scale = np.asarray(recs["scale"], float)
+    ok = np.asarray(recs["finite"], bool) & np.isfinite(scale) & (scale <= blowup)
+    return np.logical_and.accumulate(ok, axis=-1)
+
+
+def run_cells(config: Config, optimizer: str, lr_g: np.ndarray, lr_d: np.ndarray,
+              seeds: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """Cells (lr_g[c], lr_d[c]) × seeds in one compiled call: modes (C, S, R, M), alive, quality, steps."""
     fn = _cached_runner(config, optimizer)
-    _, _, recs = fn(jnp.asarray(lg.ravel(), jnp.float32), jnp.asarray(ld.ravel(), jnp.float32),
-                    seed_keys(config.resolved["seeds"]))
+    _, _, recs = fn(jnp.asarray(lr_g, jnp.float32), jnp.asarray(lr_d, jnp.float32), seed_keys(seeds))
     recs = jax.device_get(recs)
-    n, s = config.n_lr, config.resolved["seeds"]
-    finite_t = np.asarray(recs["finite"], bool)                        # (C, S, R)
-    alive = np.logical_and.accumulate(finite_t, axis=-1)               # diverged once -> diverged
-    per_mode = np.asarray(recs["modes"], bool) & alive[..., None]
+    alive = _alive(recs, config.blowup)
+    modes = np.asarray(recs["modes"], bool) & alive[..., None]
     quality = np.where(alive, np.asarray(recs["quality"], float), 0.0)
     if config.family == "neurons":
         quality = np.full_like(quality, np.nan)
-    shape = (n, n, s)
-    return {"per_mode": per_mode.reshape(*shape, *per_mode.shape[2:]),
-            "quality": quality.reshape(*shape, -1),
-            "finite": alive[..., -1].reshape(shape),
-            "steps": np.asarray(recs["step"])[0, 0]}
+    return {"modes": modes, "alive": alive, "quality": quality, "steps": np.asarray(recs["step"])[0, 0]}
+
+
+def run_optimizer(config: Config, optimizer: str) -> dict[str, np.ndarray]:
+    """The optimizer's full tuning grid (η_G, η_D) × tuning seeds in one compiled call.
+
+    Returns ``per_mode`` (n, n, S, R, M), ``alive`` (n, n, S, R), ``quality``, ``finite``
+    (n, n, S, alive at the end) and ``steps`` (R,).
+    """
+    lrs = config.lrs_for(optimizer)
+    lg, ld = np.meshgrid(lrs, lrs, indexing="ij")
+    out = run_cells(config, optimizer, lg.ravel(), ld.ravel(), config.tuning)
+    n, s = len(lrs), len(config.tuning)
+    return {"per_mode": out["modes"].reshape(n, n, s, *out["modes"].shape[2:]),
+            "alive": out["alive"].reshape(n, n, s, -1), "quality": out["quality"].reshape(n, n, s, -1),
+            "finite": out["alive"][..., -1].reshape(n, n, s), "steps": out["steps"]}
+
+
+# -- protocol: recovery, cell choice -------------------------------------------------------------
+def recovered(per_mode: np.ndarray, late_index: int) -> np.ndarray:
+    """(..., R, M) -> (..., M): mode recovered at both the late record and the last record."""
+    return per_mode[..., late_index, :] & per_mode[..., -1, :]
+
+
+def all_modes(per_mode: np.ndarray, late_index: int) -> np.ndarray:
+    """(..., R, M) -> (...): the run recovers every mode at both the late and the last record."""
+    return recovered(per_mode, late_index).all(-1)
+
+
+def choose_cell(tune_modes: np.ndarray, late_index: int) -> tuple[int, int]:
+    """The tuning cell with the largest all-modes share; ties: more modes on average, then grid order."""
+    share = all_modes(tune_modes, late_index).mean(-1)                    # (n, n)
+    mean = recovered(tune_modes, late_index).sum(-1).mean(-1)            # (n, n)
+    order = np.lexsort((-mean.ravel(), -share.ravel()))
+    return tuple(int(i) for i in np.unravel_index(order[0], share.shape))  # type: ignore[return-value]
+
+
+def _late_index(config: Config, record_steps: np.ndarray) -> int:
+    idx = np.flatnonzero(np.asarray(record_steps) == config.late_step)
+    require(idx.size == 1, f"late step {config.late_step} is not a recorded step")
+    return int(idx[0])
 
 
 # -- the study -----------------------------------------------------------------------------------
 def run(config: Config = Config(), progress: bool = True) -> Results:
-    """Every optimizer's grid; optimizers already in ``out_dir/cells`` are reused (resume)."""
+    """Tune every optimizer on its grid, evaluate its chosen cell on held-out seeds (resumable)."""
+    common.check_out_dir(config.out_dir)
     store = common.CellStore(config.out_dir, config)
-    per_mode, quality, finite, seconds = {}, {}, {}, {}
+    arms: dict[str, Arm] = {}
     steps = None
     for name in common.progress(config.optimizers, desc=f"modes ({config.family})", enabled=progress):
-        cell = store.get(name)
-        if cell is None:
-            t0 = time.perf_counter()
+        lrs = config.lrs_for(name)
+        t0 = time.perf_counter()
+        tune = store.get(f"tune_{name}")
+        if tune is None:
             out = run_optimizer(config, name)
-            cell = {"per_mode": out["per_mode"].astype(np.int8), "quality": out["quality"],
-                    "finite": out["finite"], "steps": out["steps"], "seconds": time.perf_counter() - t0}
-            store.put(name, cell)
-        per_mode[name] = np.asarray(cell["per_mode"], bool)
-        quality[name] = np.asarray(cell["quality"], float)
-        finite[name] = np.asarray(cell["finite"], bool)
-        seconds[name] = float(cell["seconds"])
-        steps = np.asarray(cell["steps"], int)
-    n_modes = next(iter(per_mode.values())).shape[-1]
-    res = Results(config, config.lrs, steps, n_modes, per_mode, quality, finite, seconds)
-    res.table = summary_table(res)
-    res.claim = claim(res)
+            tune = store.put(f"tune_{name}", {"modes": out["per_mode"].astype(np.int8), "alive": out["alive"],
+                                              "quality": out["quality"], "steps": out["steps"],
+                                              "seconds": time.perf_counter() - t0})
+        tm = np.asarray(tune["modes"], bool)
+        steps = np.asarray(tune["steps"], int)
+        late = _late_index(config, steps)
+        i, j = choose_cell(tm, late)
+        t1 = time.perf_counter()
+        ev = store.get(f"heldout_{name}")
+        if ev is None or tuple(ev["chosen"]) != (i, j):
+            out = run_cells(config, name, np.array([lrs[i]]), np.array([lrs[j]]), config.heldout)
+            ev = store.put(f"heldout_{name}", {"modes": out["modes"][0].astype(np.int8), "alive": out["alive"][0],
+                                               "quality": out["quality"][0], "chosen": [i, j],
+                                               "seconds": time.perf_counter() - t1})
+        arms[name] = Arm(lrs, tm, np.asarray(tune["alive"], bool), np.asarray(tune["quality"], float),
+                         np.asarray(ev["modes"], bool), np.asarray(ev["alive"], bool),
+                         np.asarray(ev["quality"], float), (i, j), float(tune["seconds"]) + float(ev["seconds"]))
+    n_modes = next(iter(arms.values())).tune_modes.shape[-1]
+    res = Results(config, steps, _late_index(config, steps), n_modes, arms)
+    analyse(res)
+    res.cells_report = store.report()
     return res
 
 
 # -- analysis ------------------------------------------------------------------------------------
-def cell_means(results: Results, name: str) -> np.ndarray:
-    """(n_g, n_d) mean over seeds of the modes recovered at the end of training."""
-    return results.per_mode[name][..., -1, :].sum(-1).mean(-1)
+def arm_summary(results: Results, name: str) -> dict[str, Any]:
+    """The protocol's numbers for one optimizer (the results.json entry)."""
+    cfg, arm, late = results.config, results.arms[name], results.late_index
+    i, j = arm.chosen
+    tune_all = all_modes(arm.tune_modes, late)                       # (n, n, S_t)
+    share = tune_all.mean(-1)
+    ev_all = all_modes(arm.eval_modes, late)                         # (S_e,)
+    k, n = int(ev_all.sum()), int(ev_all.size)
+    lo, hi = claims.wilson(k, n)
+    gi, gj = np.unravel_index(int(np.argmax(share)), share.shape)
+    g_k = int(tune_all[gi, gj].sum())
+    g_lo, g_hi = claims.wilson(g_k, tune_all.shape[-1])
+    alive_t = arm.tune_alive[..., -1]
+    rec_t = recovered(arm.tune_modes, late).sum(-1).astype(float)   # (n, n, S_t)
+    used = rec_t[alive_t]
+    return {
+        "optimizer": name, "grid": grid_kind(name), "lrs": arm.lrs.tolist(),
+        "options": cfg.options_for(name),
+        "tuning_seeds": list(cfg.tuning), "heldout_seeds": list(cfg.heldout),
+        "chosen_cell": {"i": i, "j": j, "lr_g": float(arm.lrs[i]), "lr_d": float(arm.lrs[j]),
+                        "lr_g_units": float(arm.lrs[i] / cfg.mode_scale), "lr_d_units": float(arm.lrs[j] / cfg.mode_scale)},
+        "tuning_share_chosen": float(share[i, j]),
+        "all_modes_share": k / n, "all_modes_runs": k, "heldout_n": n, "ci_low": lo, "ci_high": hi,
+        "heldout_mean_modes": float(recovered(arm.eval_modes, late).sum(-1).mean()),
+        "heldout_diverged": int((~arm.eval_alive[:, -1]).sum()),
+        "grid_max_share_tuning": float(share[gi, gj]), "grid_max_cell": {"lr_g": float(arm.lrs[gi]), "lr_d": float(arm.lrs[gj])},
+        "grid_max_runs": g_k, "grid_max_ci_low": g_lo, "grid_max_ci_high": g_hi,
+        # descriptive only (band widths of the grid; not used by any verdict)
+        "median_modes_tuning": float(np.median(used)) if used.size else float("nan"),
+        "median_modes_n_used": int(used.size),
+        "share_cells_all_modes": float(np.mean(np.all(tune_all, axis=-1))),
+        "tuning_diverged": int((~alive_t).sum()), "tuning_runs": int(alive_t.size),
+        "seconds": arm.seconds,
+    }
 
 
-def best_cell(results: Results, name: str) -> tuple[int, int]:
-    """Cell with the most modes on average; ties broken by mean quality, then the first such cell."""
-    means = cell_means(results, name)
-    q = np.nan_to_num(results.quality[name][..., -1].mean(-1), nan=0.0)
-    order = np.lexsort((-q.ravel(), -means.ravel()))
-    return tuple(int(i) for i in np.unravel_index(order[0], means.shape))  # type: ignore[return-value]
-
-
-def typical_cell(results: Results, name: str) -> tuple[int, int]:
-    """The cell whose mean is closest to the median cell mean (first such cell in grid order)."""
-    means = cell_means(results, name)
-    med = float(np.median(means))
-    idx = int(np.argmin(np.abs(means - med).ravel()))
-    return tuple(int(i) for i in np.unravel_index(idx, means.shape))  # type: ignore[return-value]
-
-
-def summary_table(results: Results) -> list[dict[str, Any]]:
-    """One row per optimizer: best and median cell (modes averaged over seeds) and failure shares."""
-    rows = []
-    for name in results.per_mode:
-        means = cell_means(results, name)
-        i, j = best_cell(results, name)
-        final = results.per_mode[name][..., -1, :].sum(-1)       # (n_g, n_d, S)
-        q = results.quality[name][..., -1]
-        rows.append({
-            "optimizer": name,
-            "best_modes": float(means[i, j]),
-            "best_lr_g": float(results.lrs[i]), "best_lr_d": float(results.lrs[j]),
-            "median_modes": float(np.median(means)),
-            "max_run_modes": int(final.max()),
-            "cells_all_modes": float(np.mean(np.all(final == results.n_modes, axis=-1))),
-            "diverged_runs": float(np.mean(~results.finite[name])),
-            "best_quality": float(np.mean(q[i, j])),
-            "seconds": results.seconds[name],
-        })
-    return rows
-
-
-def claim(results: Results) -> dict[str, Any]:
-    """Is SGDA's best cell below nSGDA's median cell?  Does SGDA collapse everywhere?"""
+def protocol_verdicts(results: Results) -> list[claims.Verdict]:
+    """The two halves of the claim, decided separately with the pinned thresholds."""
+    cfg, K = results.config, results.n_modes
+    src = "sims/modes_neurons.toml" if cfg.family == "neurons" else "sims/modes.toml"
     rows = {r["optimizer"]: r for r in results.table}
-    out: dict[str, Any] = {"n_modes": results.n_modes}
-    if "sgd" not in rows:
-        out["statement"] = "claim not evaluated: sgd is not among the optimizers"
-        return out
-    best = rows["sgd"]["best_modes"]
-    out["sgda_best_modes"] = best
-    out["sgda_collapses_everywhere"] = bool(rows["sgd"]["max_run_modes"] < results.n_modes)
-    lines = []
+    out = []
     for name in NSGDA:
         if name not in rows:
             continue
-        med = rows[name]["median_modes"]
-        holds = bool(best < med)
-        out[f"{name}_median_modes"] = med
-        out[f"sgda_best_below_{name}_median"] = holds
-        out[f"{name}_cells_all_modes"] = rows[name]["cells_all_modes"]
-        lines.append(f"SGDA's best cell ({best:.2f} of {results.n_modes} modes, mean over seeds) "
-                     f"{'recovers FEWER' if holds else 'does NOT recover fewer'} modes than {name}'s median cell "
-                     f"({med:.2f}) -> claim {'holds' if holds else 'does not hold'} for {name}")
-    lines.append("SGDA " + ("never recovers all modes in any run of the grid"
-                            if out["sgda_collapses_everywhere"] else
-                            "recovers all modes in at least one run (the 'collapses for every step size' claim fails)"))
-    out["statement"] = "\n".join(lines) if lines else "claim not evaluated: no nSGDA optimizer in the run"
+        r = rows[name]
+        out.append(claims.verdict(
+            f"{name}_recovers_all_modes", f"{name} recovers all {K} modes at its tuned step sizes",
+            f"held-out share of runs with all {K} modes at both {cfg.late_fraction:g}T and T",
+            r["all_modes_share"], (r["ci_low"], r["ci_high"]), "Wilson", cfg.nsgd_share_min, "above",
+            {"n": r["heldout_n"], "heldout_seeds": [cfg.heldout[0], cfg.heldout[-1]],
+             "cell": r["chosen_cell"], "diverged": r["heldout_diverged"]}, threshold_source=src))
+    if "sgd" in rows:
+        r = rows["sgd"]
+        out.append(claims.verdict(
+            "sgda_collapses_at_best_cell", "SGDA collapses (fails to recover all modes) at its tuned step sizes",
+            f"held-out share of runs with all {K} modes at SGDA's chosen cell",
+            r["all_modes_share"], (r["ci_low"], r["ci_high"]), "Wilson", cfg.sgd_share_max, "below",
+            {"n": r["heldout_n"], "heldout_seeds": [cfg.heldout[0], cfg.heldout[-1]],
+             "cell": r["chosen_cell"], "diverged": r["heldout_diverged"]}, threshold_source=src))
+        out.append(claims.verdict(
+            "sgda_collapses_every_cell", "SGDA collapses for every step size pair of its grid",
+            f"grid-wide maximum over {len(r['lrs'])}x{len(r['lrs'])} cells of the tuning-seed share of runs with all "
+            f"{K} modes (a bound that favours SGDA)",
+            r["grid_max_share_tuning"], (r["grid_max_ci_low"], r["grid_max_ci_high"]), "Wilson (that cell)",
+            cfg.sgd_share_max, "below",
+            {"n": len(cfg.tuning), "tuning_seeds": [cfg.tuning[0], cfg.tuning[-1]], "cell": r["grid_max_cell"],
+             "lrs": r["lrs"]}, threshold_source=src))
     return out
+
+
+def analyse(results: Results) -> Results:
+    results.table = [arm_summary(results, name) for name in results.arms]
+    results.verdicts = protocol_verdicts(results)
+    cfg = results.config
+    results.protocol = {
+        "family": cfg.family, "n_modes": results.n_modes, "steps": cfg.resolved["steps"],
+        "late_step": cfg.late_step, "mode_scale": cfg.mode_scale, "blowup": cfg.blowup,
+        "tuning_seeds": list(cfg.tuning), "heldout_seeds": list(cfg.heldout), "data_seed": cfg.data_seed,
+        "adam_b1": cfg.adam_b1, "adam_b2": cfg.adam_b2, "scheme": cfg.scheme,
+        "gradients": "exact" if cfg.exact else f"minibatch {cfg.batch_size}",
+    }
+    return results
 
 
 def summary(results: Results) -> str:
     cfg = results.config
     r = cfg.resolved
-    head = (f"modes study: family={cfg.family} ({results.n_modes} modes) "
-            f"gradients={'exact' if cfg.exact else f'minibatch {cfg.batch_size}'} scheme={cfg.scheme} "
-            f"steps={r['steps']} seeds={r['seeds']} grid {cfg.n_lr}x{cfg.n_lr} of "
-            f"lr in [{r['lr_min']:.3g}, {r['lr_max']:.3g}] (both players)")
-    cols = ["optimizer", "best_modes", "best_lr_g", "best_lr_d", "median_modes", "max_run_modes",
-            "cells_all_modes", "diverged_runs"]
-    if cfg.family != "neurons":
-        cols.append("best_quality")
-    cols.append("seconds")
-    note = ("modes: mean over seeds of the modes recovered at the end; best/median over the grid's cells. "
-            "nsgd_global normalizes over all tensors, nsgd_tensor per tensor; ada_nsgda/sgda_ada graft per tensor.")
-    return "\n".join([head, common.format_table(results.table, cols), note, "", results.claim["statement"]])
+    spec = (f"K={cfg.k} d={cfg.d} m={cfg.m} m_D={cfg.m_disc} alphas={list(cfg.alphas)}" if cfg.family == "neurons"
+            else f"std={cfg.std} hidden={cfg.hidden}")
+    head = (f"modes study: family={cfg.family} ({results.n_modes} modes; {spec}) "
+            f"gradients={results.protocol['gradients']} scheme={cfg.scheme} T={r['steps']} "
+            f"(a mode counts when recovered at {cfg.late_step} and {r['steps']}) data_seed={cfg.data_seed}\n"
+            f"tuning seeds {cfg.tuning[0]}..{cfg.tuning[-1]} ({len(cfg.tuning)}), held-out seeds "
+            f"{cfg.heldout[0]}..{cfg.heldout[-1]} ({len(cfg.heldout)}); Adam-based arms b1={cfg.adam_b1} b2={cfg.adam_b2}; "
+            f"diverged = non-finite or scale > {cfg.blowup:g}x the data's")
+    rows = []
+    for t in results.table:
+        c = t["chosen_cell"]
+        rows.append({"optimizer": t["optimizer"], "grid": f"{len(t['lrs'])}x{len(t['lrs'])} {t['lrs'][0]:.2g}..{t['lrs'][-1]:.2g}",
+                     "chosen_lr_g": c["lr_g"], "chosen_lr_d": c["lr_d"], "tune_share": t["tuning_share_chosen"],
+                     "heldout_all_modes": f"{t['all_modes_runs']}/{t['heldout_n']}",
+                     "share": t["all_modes_share"], "ci_low": t["ci_low"], "ci_high": t["ci_high"],
+                     "grid_max_share": t["grid_max_share_tuning"],
+                     "median_modes": t["median_modes_tuning"],
+                     "n_used": f"{t['median_modes_n_used']}/{t['tuning_runs']}",
+                     "cells_all": t["share_cells_all_modes"], "diverged": t["tuning_diverged"] + t["heldout_diverged"],
+                     "seconds": t["seconds"]})
+    cols = list(rows[0]) if rows else []
+    note = ("share: held-out share of runs with all modes at the chosen cell (Wilson 95% ci_low..ci_high); "
+            "tune_share / grid_max_share: on the tuning seeds at the chosen / best cell; median_modes (over n_used "
+            "non-diverged tuning runs) and cells_all (share of cells where every tuning run has all modes) are "
+            "descriptive only. nsgd grids are in units of the smallest mode scale "
+            f"({cfg.mode_scale:g}); nsgd_global normalizes over all tensors, nsgd_tensor per tensor.")
+    lines = [head, common.format_table(rows, cols), note, "",
+             f"verdicts (thresholds pinned in {'sims/modes_neurons.toml' if cfg.family == 'neurons' else 'sims/modes.toml'}):"]
+    lines += ["  " + v.line() for v in results.verdicts]
+    if not results.verdicts:
+        lines.append("  none: the claim needs sgd and an nsgd optimizer among --optimizers")
+    return "\n".join(lines)
 
 
 # -- output --------------------------------------------------------------------------------------
 def cell_rows(results: Results) -> list[dict[str, Any]]:
-    """Tidy rows: one per (optimizer, η_G, η_D, seed) at the end of training."""
+    """Tidy rows: one per (optimizer, phase, η_G, η_D, seed) at the end of training."""
     rows = []
-    for name, pm in results.per_mode.items():
-        n, _, s = pm.shape[:3]
+    late = results.late_index
+    fam = results.config.family
+    for name, arm in results.arms.items():
+        n = len(arm.lrs)
+        rec = recovered(arm.tune_modes, late)
         for i in range(n):
             for j in range(n):
-                for k in range(s):
-                    rows.append({"family": results.config.family, "optimizer": name,
-                                 "lr_g": float(results.lrs[i]), "lr_d": float(results.lrs[j]), "seed": k,
-                                 "modes_recovered": int(pm[i, j, k, -1].sum()), "n_modes": results.n_modes,
-                                 "finite": bool(results.finite[name][i, j, k]),
-                                 "quality": float(results.quality[name][i, j, k, -1])})
+                for s, seed in enumerate(results.config.tuning):
+                    rows.append({"family": fam, "optimizer": name, "phase": "tuning", "lr_g": float(arm.lrs[i]),
+                                 "lr_d": float(arm.lrs[j]), "seed": seed,
+                                 "modes_recovered": int(rec[i, j, s].sum()), "modes_at_T": int(arm.tune_modes[i, j, s, -1].sum()),
+                                 "all_modes": bool(rec[i, j, s].all()), "n_modes": results.n_modes,
+                                 "diverged": bool(not arm.tune_alive[i, j, s, -1]),
+                                 "quality": float(arm.tune_quality[i, j, s, -1])})
+        i, j = arm.chosen
+        rec = recovered(arm.eval_modes, late)
+        for s, seed in enumerate(results.config.heldout):
+            rows.append({"family": fam, "optimizer": name, "phase": "heldout", "lr_g": float(arm.lrs[i]),
+                         "lr_d": float(arm.lrs[j]), "seed": seed, "modes_recovered": int(rec[s].sum()),
+                         "modes_at_T": int(arm.eval_modes[s, -1].sum()), "all_modes": bool(rec[s].all()),
+                         "n_modes": results.n_modes, "diverged": bool(not arm.eval_alive[s, -1]),
+                         "quality": float(arm.eval_quality[s, -1])})
     return rows
 
 
-def highlighted_cells(results: Results) -> list[tuple[str, str, int, int]]:
-    """(role, optimizer, i, j): the best SGDA cell and a typical (median) cell of each nSGDA."""
-    out = []
-    if "sgd" in results.per_mode:
-        out.append(("best SGDA", "sgd", *best_cell(results, "sgd")))
-    for name in NSGDA:
-        if name in results.per_mode:
-            out.append((f"typical {name}", name, *typical_cell(results, name)))
-    return out
-
-
 def trajectory_rows(results: Results) -> list[dict[str, Any]]:
-    """Per-mode recovery (share of seeds) over training for the highlighted cells."""
+    """Per-mode recovery (share of held-out seeds) over training at each optimizer's chosen cell."""
     rows = []
-    for role, name, i, j in highlighted_cells(results):
-        frac = results.per_mode[name][i, j].mean(0)              # (R, M)
+    for name, arm in results.arms.items():
+        i, j = arm.chosen
+        frac = arm.eval_modes.mean(0)                                  # (R, M)
         for r, step in enumerate(results.record_steps):
             for mode in range(results.n_modes):
-                rows.append({"role": role, "optimizer": name, "lr_g": float(results.lrs[i]),
-                             "lr_d": float(results.lrs[j]), "step": int(step), "mode": mode,
-                             "share_of_seeds": float(frac[r, mode])})
+                rows.append({"optimizer": name, "lr_g": float(arm.lrs[i]), "lr_d": float(arm.lrs[j]),
+                             "step": int(step), "mode": mode, "share_of_heldout_seeds": float(frac[r, mode])})
     return rows
 
 
 def plot_heatmap(results: Results, name: str):
+    """Tuning-seed share of runs with all modes per cell; the chosen cell boxed, diverged runs marked †."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
 
-    means = cell_means(results, name)
-    fig, ax = plt.subplots(figsize=(4.6, 3.9))
-    im = ax.imshow(means.T, origin="lower", vmin=0, vmax=results.n_modes, cmap="viridis")
-    ticks = [f"{v:.2g}" for v in results.lrs]
-    ax.set_xticks(range(len(ticks)), ticks, rotation=60, fontsize=7)
-    ax.set_yticks(range(len(ticks)), ticks, fontsize=7)
-    for i in range(means.shape[0]):
-        for j in range(means.shape[1]):
-            ax.text(i, j, f"{means[i, j]:.1f}", ha="center", va="center", fontsize=6,
-                    color="w" if means[i, j] < 0.6 * results.n_modes else "k")
-    ax.set(xlabel="η_G", ylabel="η_D", title=f"{name}: modes recovered ({results.config.family})")
-    fig.colorbar(im, ax=ax, label=f"mean over seeds (of {results.n_modes})")
+    arm, cfg = results.arms[name], results.config
+    share = all_modes(arm.tune_modes, results.late_index).mean(-1)
+    div = (~arm.tune_alive[..., -1]).sum(-1)
+    n = len(arm.lrs)
+    fig, ax = plt.subplots(figsize=(0.55 * n + 2.6, 0.5 * n + 2.0))
+    im = ax.imshow(share.T, origin="lower", vmin=0, vmax=1, cmap="viridis")
+    ticks = [f"{v:.2g}" for v in arm.lrs]
+    ax.set_xticks(range(n), ticks, rotation=60, fontsize=8)
+    ax.set_yticks(range(n), ticks, fontsize=8)
+    for i in range(n):
+        for j in range(n):
+            txt = f"{share[i, j]:.2f}" + (f"\n†{div[i, j]}" if div[i, j] else "")
+            ax.text(i, j, txt, ha="center", va="center", fontsize=6, color="w" if share[i, j] < 0.6 else "k")
+    ci, cj = arm.chosen
+    ax.add_patch(Rectangle((ci - 0.5, cj - 0.5), 1, 1, fill=False, ec="C3", lw=2))
+    unit = f" (= units × {cfg.mode_scale:g})" if grid_kind(name) == "nsgd" else ""
+    ax.set(xlabel=f"η_G{unit}", ylabel="η_D",
+           title=f"{name}: share of {len(cfg.tuning)} tuning runs with all {results.n_modes} modes\n"
+                 f"(box: chosen cell; †n: diverged runs)")
+    ax.title.set_fontsize(9)
+    fig.colorbar(im, ax=ax, label="share of tuning seeds")
     fig.tight_layout()
     return fig
 
@@ -441,16 +680,22 @@ def plot_trajectories(results: Results):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cells = highlighted_cells(results)
-    fig, axes = plt.subplots(1, max(len(cells), 1), figsize=(4.4 * max(len(cells), 1), 3.4), squeeze=False)
-    for ax, (role, name, i, j) in zip(axes[0], cells):
-        frac = results.per_mode[name][i, j].mean(0)
+    names = list(results.arms)
+    fig, axes = plt.subplots(1, max(len(names), 1), figsize=(3.6 * max(len(names), 1), 3.4), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        arm = results.arms[name]
+        i, j = arm.chosen
+        frac = arm.eval_modes.mean(0)
         for mode in range(results.n_modes):
-            ax.plot(results.record_steps, frac[:, mode], lw=1, alpha=0.6, label=f"mode {mode}" if results.n_modes <= 8 else None)
-        ax.plot(results.record_steps, frac.mean(1), "k", lw=2.2, label="share of all modes")
-        ax.set(ylim=(-0.03, 1.03), xlabel="step", ylabel="share of seeds recovering",
-               title=f"{role}\nη_G={results.lrs[i]:.2g}, η_D={results.lrs[j]:.2g}")
-        ax.legend(fontsize=6)
+            ax.plot(results.record_steps, frac[:, mode], lw=1, alpha=0.6,
+                    label=f"mode {mode}" if results.n_modes <= 8 else None)
+        ax.plot(results.record_steps, arm.eval_modes.all(-1).mean(0), "k", lw=2.2, label="all modes (at t)")
+        ax.plot(results.record_steps, (~arm.eval_alive).mean(0), "C3:", lw=1.5, label="diverged")
+        ax.axvline(results.config.late_step, color="0.5", ls="--", lw=1)
+        ax.set(ylim=(-0.03, 1.03), xlabel="step", ylabel="share of held-out seeds",
+               title=f"{name}\nη_G={arm.lrs[i]:.2g}, η_D={arm.lrs[j]:.2g}")
+        ax.title.set_fontsize(9)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 
@@ -459,19 +704,17 @@ def save(results: Results) -> list[Path]:
     import matplotlib.pyplot as plt
 
     out = Path(results.config.out_dir)
-    grids = {name: cell_means(results, name) for name in results.per_mode}
     paths = [
         common.write_csv(out / "cells.csv", cell_rows(results)),
         common.write_csv(out / "recovery_over_training.csv", trajectory_rows(results)),
         common.write_json(out / "results.json", {
-            "config": results.config, "resolved": results.config.resolved, "lrs": results.lrs,
-            "n_modes": results.n_modes, "table": results.table, "claim": results.claim,
-            "cell_mean_modes": grids,
-            "highlighted_cells": [{"role": r, "optimizer": n, "lr_g": results.lrs[i], "lr_d": results.lrs[j]}
-                                  for r, n, i, j in highlighted_cells(results)]}),
-        common.write_json(out / "manifest.json", common.manifest(NAME, results.config, seconds=results.seconds)),
+            "config": results.config, "resolved": results.config.resolved, "protocol": results.protocol,
+            "n_modes": results.n_modes, "optimizers": {t["optimizer"]: t for t in results.table},
+            "verdicts": [v.to_json() for v in results.verdicts]}),
+        common.write_json(out / "manifest.json", common.manifest(
+            NAME, results.config, seconds={n: a.seconds for n, a in results.arms.items()})),
     ]
-    for name in results.per_mode:
+    for name in results.arms:
         fig = plot_heatmap(results, name)
         paths += common.save_figure(fig, out / f"heatmap_{name}")
         plt.close(fig)
