@@ -38,4 +38,7 @@ FIGURES: dict[str, Figure] = {
     "conv_width_sweep": Figure("conv-width-sweep", "conv_width_sweep.toml",
                                "conv GAN width multipliers: digits-classifier Frechet distance (not FID) over "
                                "training, 1-NN and top singular values vs width"),
+    "lottery_toy": Figure("lottery-toy", "lottery_toy.toml",
+                          "IMP on the mean-matching generator: final residual, measured vs masked-Jacobian predicted "
+                          "rate and live hidden units vs sparsity for the ticket, a random mask and a re-init"),
 }
