@@ -36,6 +36,7 @@ __all__ = [
     "make",
     "normalize",
     "nsgd",
+    "takes_option",
     "tree_norm",
 ]
 
@@ -155,3 +156,13 @@ def make(name: str, learning_rate: float, **options: Any) -> optax.GradientTrans
         return OPTIMIZERS[name](lr, **options)
     except TypeError as exc:
         raise ConfigError(f"optimizer {name!r} does not take options {sorted(options)}: {exc}") from None
+
+
+def takes_option(name: str, option: str) -> bool:
+    """Whether the optimizer ``name`` of :data:`OPTIMIZERS` accepts the keyword ``option``
+    (e.g. ``takes_option("adam", "b1")``: Adam's moment decays), read from its builder's signature."""
+    import inspect
+
+    if name not in OPTIMIZERS:
+        raise ConfigError(f"unknown optimizer {name!r}; choose one of: {', '.join(OPTIMIZERS)}")
+    return option in inspect.signature(OPTIMIZERS[name]).parameters

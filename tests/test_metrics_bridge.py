@@ -379,7 +379,7 @@ def test_digits_classifier_features(tmp_path):
     pytest.importorskip("flax")
     pytest.importorskip("sklearn")
     from overparam.bridge.data import load_dataset
-    from overparam.metrics import classifier_features as cf
+    from overparam.bridge import classifier as cf
 
     clf = cf.get_classifier("digits", seed=0, cache_dir=str(tmp_path), steps=300)
     assert clf.test_accuracy > 0.9 and clf.n_test == 359

@@ -57,6 +57,7 @@ from typing import Any
 import numpy as np
 
 from overparam.errors import ConfigError, one_of, positive_int
+from overparam.metrics import pixels
 
 DATASETS = ("digits", "mnist5k", "cifar10", "celeba", "folder", "npz")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -138,8 +139,9 @@ def cache_dir(path: str | None = None) -> Path:
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
-    """Inverse map of [-1, 1] to [0, 255]: round((x + 1) · 127.5), clipped (for saving images)."""
-    return np.clip(np.rint((np.asarray(images, np.float64) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+    """Inverse map of [-1, 1] to [0, 255]: round((x + 1) · 127.5), clipped (for saving images);
+    :func:`overparam.metrics.pixels.to_uint8`, the package's one pixel convention."""
+    return pixels.to_uint8(images)
 
 
 def resize_images(images: np.ndarray, resolution: int) -> np.ndarray:
@@ -203,7 +205,7 @@ def _finish(images: np.ndarray, labels: np.ndarray | None, n: int | None, seed: 
         images = images[idx]
         labels = None if labels is None else labels[idx]
     if images.dtype == np.uint8:
-        images = images.astype(np.float32) / 127.5 - 1.0
+        images = pixels.from_uint8(images)
     if resolution is not None:
         images = resize_images(images, resolution)
     return images, labels
@@ -251,7 +253,7 @@ def _mnist5k(split, n, seed, resolution):
         raise ConfigError(f"cannot read {path} ({exc}); expected {LAYOUTS['mnist5k']}") from None
     if table.ndim != 2 or table.shape[1] != 785:
         raise ConfigError(f"{path} has shape {table.shape}; expected {LAYOUTS['mnist5k']}")
-    images = (table[:, :784].reshape(-1, 28, 28, 1).astype(np.float32) / 127.5 - 1.0)
+    images = pixels.from_uint8(table[:, :784].reshape(-1, 28, 28, 1))
     labels = table[:, 784]
     if resolution != 28:
         images = np.pad(images, ((0, 0), (2, 2), (2, 2), (0, 0)), constant_values=-1.0)
@@ -355,7 +357,7 @@ def _decode_many(files: list[Path], n, seed, resolution, crop, name) -> np.ndarr
     if len(shapes) > 1:
         raise ConfigError(f"the {name} images differ in size ({sorted(shapes)[:3]} ...); pass "
                           "resolution=R to centre-crop and resize them all to R x R")
-    return np.stack(arrays).astype(np.float32) / 127.5 - 1.0
+    return pixels.from_uint8(np.stack(arrays))
 
 
 def _celeba(path, split, n, seed, resolution, crop, decode=True):

@@ -377,7 +377,9 @@ def _prepare(images: np.ndarray, resize: bool, quantize: bool) -> np.ndarray:
     if not resize and min(x.shape[1:3]) < MIN_SIZE:
         raise ConfigError(f"without resizing, images must be at least {MIN_SIZE}x{MIN_SIZE}; got {x.shape[1:3]}")
     if quantize:
-        x = np.clip(np.rint((x + 1.0) * 127.5), 0, 255) / 127.5 - 1.0
+        from overparam.metrics.pixels import quantize as _quantize
+
+        x = _quantize(x)
     return np.clip(x, -1.0, 1.0)
 
 

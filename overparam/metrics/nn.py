@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from overparam.errors import ConfigError, one_of, positive_int
+from overparam.metrics.pixels import to_pixel_scale
 
 SIDES = ("overfitting", "mode_drop")
 
@@ -112,12 +113,6 @@ def nn_distances(generated, train, metric: str = "l1", chunk: int = 1024) -> dic
             "mode_drop_index": col_arg[: b.shape[0]].astype(np.int64)}
 
 
-def to_pixel_scale(images, quantize: bool = False) -> np.ndarray:
-    """[-1, 1] → [0, 255]: (x + 1)·127.5 (float32); ``quantize`` rounds to uint8 levels as a saved PNG would."""
-    x = (np.asarray(images, dtype=np.float32) + 1.0) * 127.5
-    return np.clip(np.rint(x), 0, 255) if quantize else x
-
-
 def pixel_l1_distances(generated, train, chunk: int = 1024, quantize: bool = False) -> dict[str, np.ndarray]:
     """The paper's pixel distance: images in [-1, 1] → [0, 255], d = ‖g − x‖₁ / (H·W·C), i.e. the
     mean absolute difference per pixel and channel (range 0..255). Same keys as :func:`nn_distances`."""
@@ -155,3 +150,36 @@ def summarize_nn(dists: dict[str, np.ndarray]) -> dict[str, float]:
         out[f"{side}_worst10"] = worst_mean(v, 0.10)
         out[f"{side}_worst5"] = worst_mean(v, 0.05)
     return out
+
+
+def paired_nn(generated, train, queries=None, dist=None) -> dict[str, np.ndarray]:
+    """1-NN both ways with ``dist`` (default :func:`nn_distances`, L1). With ``queries`` (indices)
+    each side queries only those samples but searches the whole other set (Yazici et al.'s
+    200-sample approximation): o_j for j in queries over all x, r_i for i in queries over all g."""
+    dist = dist or nn_distances
+    if queries is None:
+        return dist(generated, train)
+    q = np.asarray(queries)
+    a, b = dist(np.asarray(generated)[q], train), dist(generated, np.asarray(train)[q])
+    return {"overfitting": a["overfitting"], "overfitting_index": a["overfitting_index"],
+            "mode_drop": b["mode_drop"], "mode_drop_index": b["mode_drop_index"]}
+
+
+def nn_statistics(generated_u8, train_u8, queries=None, features=None
+                  ) -> tuple[dict[str, float], dict[str, list[int]]]:
+    """Table-1 statistics (:func:`summarize_nn`) of the pixel 1-NN distances of uint8 images
+    (``pixel_<side>_<stat>``, L1 on [0, 255] per pixel and channel) and, with ``features``
+    (images in [-1, 1] -> feature rows), of the Euclidean feature distances (``feature_...``);
+    plus the 1-NN indices of each side (``pixel_overfitting``, ...), for figures."""
+    from overparam.metrics.pixels import from_uint8
+
+    g, x = from_uint8(generated_u8), from_uint8(train_u8)
+    pix = paired_nn(g, x, queries, lambda a, b: pixel_l1_distances(a, b, quantize=True))
+    row = {f"pixel_{k}": v for k, v in summarize_nn(pix).items()}
+    idx = {"pixel_overfitting": pix["overfitting_index"].tolist(), "pixel_mode_drop": pix["mode_drop_index"].tolist()}
+    if features is not None:
+        fe = paired_nn(features(g), features(x), queries, feature_l2_distances)
+        row.update({f"feature_{k}": v for k, v in summarize_nn(fe).items()})
+        idx.update(feature_overfitting=fe["overfitting_index"].tolist(),
+                   feature_mode_drop=fe["mode_drop_index"].tolist())
+    return row, idx

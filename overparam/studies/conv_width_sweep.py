@@ -6,7 +6,7 @@ EMA of G, fresh latents z ~ N(0, I) each step) with every channel count multipli
 Per width it measures
 
 * sample quality over training: on the built-in digits / mnist5k, the Fréchet distance in the
-  digits classifier's features (``fd_<data>_classifier``; overparam.metrics.classifier_features —
+  digits classifier's features (``fd_<data>_classifier``; overparam.bridge.classifier —
   a Fréchet distance, NOT FID) of n_eval EMA samples (fixed codes) against the n training images,
   at step 0 and every ``eval_every`` steps; on other data FID plays this role when an Inception
   weights file is given, and nothing does otherwise;
@@ -21,11 +21,15 @@ Per width it measures
 * the top singular value of every G and D layer over training (BigGAN's monitor; the curves show
   the largest over each player's layers), the losses, and parameter counts and images/s.
 
-Presets: "small" (digits, n = 512, widths 1/64, 1/32, 1/16, latent 64, batch 64, 1,000 generator
+Presets: "small" (digits, n = 512, widths 0.015625, 0.03125, 0.0625, latent 64, batch 64, 1,000 generator
 steps, EMA decay 0.99; a few CPU minutes) and "paper" (all training images at 32x32, widths
-1/8 ... 1, latent 512, 50,000 steps, EMA decay 0.999, for a GPU); "auto" picks "small" for digits / mnist5k. Fields left at none take
+0.125, 0.25, 0.5, 1, latent 512, 50,000 steps, EMA decay 0.999, for a GPU); "auto" picks "small" for digits / mnist5k. Fields left at none take
 the preset's value. Writes widths.csv, curves.csv, fd_curves.csv, results.json, manifest.json and
-conv_width_sweep.png/.pdf."""
+conv_width_sweep.png/.pdf. Shared with the stochasticity study: overparam.studies.conv_common (presets,
+the paper's train config, curve rows, 1-NN summaries).
+
+A width's trainer checkpoints at every evaluation, and the checkpoint's record carries every score so
+far, so a sweep killed right after a checkpoint write resumes with its whole FD curve."""
 from __future__ import annotations
 
 import math
@@ -37,9 +41,9 @@ from typing import Any, Callable
 import numpy as np
 
 from overparam.errors import ConfigError, finite_positive, one_of, positive_int, require
-from overparam.studies import common
+from overparam.studies import common, conv_common
 from overparam.studies.config import help_meta as _h
-from overparam.studies.stochasticity import CLASSIFIER_DATA, DATASETS, curve_rows
+from overparam.studies.conv_common import CLASSIFIER_DATA, DATASETS, curve_rows
 
 NAME = "conv-width-sweep"
 DESCRIPTION = __doc__
@@ -62,8 +66,9 @@ class Config:
     preset: str = field(default="auto", metadata=_h("small, paper, or auto (small for digits/mnist5k)"))
     n: int | None = field(default=None, metadata=_h("training images (preset: 512 / all)"))
     resolution: int | None = field(default=None, metadata=_h("image side (preset: data's own / 32)"))
-    widths: tuple[float, ...] | None = field(default=None, metadata=_h("width multipliers, comma-separated "
-                                                                       "(preset: 1/64,1/32,1/16 / 1/8..1)"))
+    widths: tuple[float, ...] | None = field(default=None, metadata=_h("width multipliers, comma-separated decimals "
+                                                                       "(preset: 0.015625,0.03125,0.0625 / "
+                                                                       "0.125,0.25,0.5,1)"))
     arch: str = field(default="stoch_dcgan", metadata=_h("network: stoch_dcgan, dcgan, resnet"))
     latent_dim: int | None = field(default=None, metadata=_h("latent dimension (preset: 64 / 512)"))
     batch_size: int = field(default=64, metadata=_h("mini-batch size"))
@@ -118,21 +123,14 @@ class Config:
             finite_positive("fd_threshold", self.fd_threshold)
         if self.classifier_steps is not None:
             positive_int("classifier_steps", self.classifier_steps)
-        if self.data in ("cifar10", "celeba", "folder", "npz") and not self.path:
-            raise ConfigError(f"data {self.data!r} needs --path (where the images are on disk)")
+        conv_common.need_path(self)
         if r["resolution"] is not None:
             nets.check_resolution(r["resolution"])
 
     @property
     def resolved(self) -> dict[str, Any]:
-        preset = self.preset if self.preset != "auto" else ("small" if self.data in CLASSIFIER_DATA else "paper")
-        out = dict(PRESETS[preset])
-        out["preset"] = preset
-        for key in PRESETS["small"]:
-            value = getattr(self, key)
-            if value is not None:
-                out[key] = value
-        return out
+        """The preset's values overridden by every field that is not none."""
+        return conv_common.resolve_preset(self, PRESETS)
 
     @property
     def score_name(self) -> str | None:
@@ -155,28 +153,15 @@ class Results:
 
 
 # -- one width --------------------------------------------------------------------------------
-def _steps_per_call(steps: int, eval_every: int, log_every: int) -> int:
-    """The largest multiple of log_every that divides eval_every and is at most max(500, log_every)."""
-    best = log_every
-    k = log_every
-    while k <= max(500, log_every) and k <= eval_every:
-        if eval_every % k == 0 and steps % k == 0:
-            best = k
-        k += log_every
-    return best
-
-
 def train_config(config: Config, width: float, out_dir: str):
-    from overparam.bridge.trainer import TrainConfig
-
+    """One width's trainer config: the stochasticity paper's setting (conv_common.paper_train_config)
+    with a checkpoint (and an evaluation) every ``eval_every`` steps."""
     r = config.resolved
-    spc = _steps_per_call(r["steps"], r["eval_every"], r["log_every"])
-    return TrainConfig(
-        out_dir=out_dir, arch=config.arch, width=width, latent_dim=r["latent_dim"], sn_d=True, sn_g=False,
-        loss=config.loss, opt_g="adam", opt_d="adam", lr_g=config.lr, lr_d=config.lr, b1=config.b1, b2=config.b2,
-        scheme="alternating", order="d_first", n_disc=config.n_disc, batch_size=config.batch_size,
-        fixed_latents=config.fixed_latents, ema=True, ema_decay=r["ema_decay"], steps=r["steps"],
-        steps_per_call=spc, log_every=r["log_every"], ckpt_every=r["eval_every"], seed=config.seed, resume=True)
+    return conv_common.paper_train_config(
+        out_dir, arch=config.arch, width=width, latent_dim=r["latent_dim"], batch_size=config.batch_size,
+        steps=r["steps"], log_every=r["log_every"], ckpt_every=r["eval_every"], seed=config.seed,
+        ema_decay=r["ema_decay"], lr=config.lr, b1=config.b1, b2=config.b2, fixed_latents=config.fixed_latents,
+        n_disc=config.n_disc, loss=config.loss)
 
 
 def make_scorer(config: Config, data: np.ndarray) -> tuple[Callable[[np.ndarray], float] | None, str]:
@@ -190,7 +175,7 @@ def make_scorer(config: Config, data: np.ndarray) -> tuple[Callable[[np.ndarray]
 
         stats = inception.reference_statistics(data, config.inception_weights)
         return (lambda g: inception.fid(g, stats, config.inception_weights)), "FID (Inception pool3)"
-    from overparam.metrics.classifier_features import get_classifier
+    from overparam.bridge.classifier import get_classifier
     from overparam.metrics.frechet import frechet_distance, gaussian_stats
 
     clf = get_classifier(config.data, data.shape[1], seed=0, steps=config.classifier_steps)
@@ -228,9 +213,8 @@ def run_width(config: Config, width: float, data: np.ndarray, scorer: Callable |
               fid_stats: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
     from overparam.bridge import nets
     from overparam.bridge.trainer import Trainer
-    from overparam.metrics.nn import pixel_l1_distances, summarize_nn
 
-    folder = Path(config.out_dir) / "runs" / f"w{width:g}-{common.config_hash(config)[:8]}"
+    folder = conv_common.run_folder(config.out_dir, f"w{width:g}", config)
     trainer = Trainer(train_config(config, width, str(folder)), data)
     codes = eval_codes(config, trainer.gan.latent_dim)
 
@@ -257,7 +241,7 @@ def run_width(config: Config, width: float, data: np.ndarray, scorer: Callable |
                            **convergence(fd, config.fd_threshold)}
     gen = trainer.generate(codes, ema=True)
     if np.all(np.isfinite(gen)) and summ["status"] != "diverged":
-        row.update({f"pixel_{k}": v for k, v in summarize_nn(pixel_l1_distances(gen, data, quantize=True)).items()})
+        row.update(conv_common.pixel_nn_summary(gen, data))
         if fid_stats is not None:
             from overparam.bridge import inception
 
@@ -272,6 +256,7 @@ def run(config: Config = Config(), progress: bool = True) -> Results:
     """Train every width (finished widths in ``out_dir/cells`` are reused) and evaluate it."""
     from overparam.bridge.data import load_dataset
 
+    common.check_out_dir(config.out_dir)  # one error line before any work
     t0 = time.perf_counter()
     r = config.resolved
     store = common.CellStore(config.out_dir, config)

@@ -22,7 +22,7 @@ r_i = min_j d(g_j, x_i) (recall side); each reported as the average, the mean of
 10 % and of the worst 5 %. d is the pixel L1 distance on [0, 255] per pixel and channel (the
 scale of the paper's Table 1; both image sets quantized to 8-bit levels, as saved), and the
 Euclidean distance in a feature space: the built-in digits classifier's 128-d features for
-digits / mnist5k (overparam.metrics.classifier_features), Inception pool3 features when an
+digits / mnist5k (overparam.bridge.classifier), Inception pool3 features when an
 Inception weights file is given (the paper's choice), otherwise none.
 
 Presets (``preset``): "small" (digits, n = 256, width 1/32, latent 64, m = n, n/4, n/16, n/64,
@@ -33,7 +33,10 @@ generator steps and EMA decay 0.999, our choices: the paper trains "till converg
 metrics" and gives no decay). The EMA starts at the initial weights, which keep weight decay^T
 after T steps (0.999^2000 = 0.14), hence the shorter EMA of the small preset; "auto" picks "paper" for
 cifar10 / celeba / folder / npz and "small" for digits / mnist5k. Any field left at none takes
-the preset's value; e.g. ``--data cifar10 --path DIR`` runs the paper's setting on a GPU.
+the preset's value; e.g. ``--data cifar10 --path DIR`` runs the paper's setting on a GPU. A folder or
+.npz of one's own has no preset size: it needs ``--n``. Presets, the paper's train config, curve
+rows and the 1-NN statistics are shared with conv-width-sweep (overparam.studies.conv_common,
+overparam.metrics.nn).
 
 The trend checked (the paper's claim): more stochasticity -> larger 1-NN distances both ways.
 From the table: Spearman's rank correlation between m and each distance statistic over the
@@ -48,20 +51,21 @@ import io
 import math
 import time
 from dataclasses import dataclass, field
+from functools import reduce
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from overparam.errors import ConfigError, finite_positive, one_of, positive_int, require
-from overparam.studies import common
+from overparam.metrics.pixels import to_uint8
+from overparam.studies import common, conv_common
 from overparam.studies.config import help_meta as _h
+from overparam.studies.conv_common import CLASSIFIER_DATA, DATASETS, curve_rows
 
 NAME = "stochasticity"
 DESCRIPTION = __doc__
 
-DATASETS = ("digits", "mnist5k", "cifar10", "celeba", "folder", "npz")
-CLASSIFIER_DATA = ("digits", "mnist5k")
 FEATURES = ("auto", "classifier", "inception", "none")
 PRESETS: dict[str, dict[str, Any]] = {
     "small": {"n": 256, "width": 1 / 32, "latent_dim": 64, "steps": 2000, "batch_divisors": (1, 4, 16, 64),
@@ -128,15 +132,24 @@ class Config:
         from overparam.bridge import nets
 
         one_of("arch", self.arch, nets.ARCHS)
+        if self.data in ("folder", "npz") and self.n is None:
+            raise ConfigError(f"data {self.data!r} has no preset size: give --n, the number of training images "
+                              "(at most the images in it, a multiple of every batch divisor; the paper used 12800)")
         r = self.resolved
         n = positive_int("n", r["n"])
-        require(len(r["batch_divisors"]) > 0, "batch_divisors is empty; give e.g. --batch-divisors 1,4,16,64")
-        for d in (*r["batch_divisors"], r["noise_divisor"]):
-            positive_int("every batch divisor", d)
-            require(n % d == 0, f"n = {n} is not divisible by {d}; choose n a multiple of every batch divisor "
-                                f"(e.g. --n {n - n % max(r['batch_divisors'])})")
-        require(len(set(r["batch_divisors"])) == len(r["batch_divisors"]), "batch_divisors has duplicates")
         finite_positive("noise_var", self.noise_var, allow_zero=True)
+        require(len(r["batch_divisors"]) > 0, "batch_divisors is empty; give e.g. --batch-divisors 1,4,16,64")
+        divisors = (*r["batch_divisors"], *((r["noise_divisor"],) if self.noise_var > 0 else ()))
+        for d in divisors:
+            positive_int("every batch divisor", d)
+        lcm = reduce(math.lcm, divisors, 1)
+        if n % lcm:
+            below, above = n - n % lcm, n - n % lcm + lcm
+            hint = f"--n {below} or --n {above}" if below > 0 else f"--n {above}"
+            bad = next(d for d in divisors if n % d)
+            raise ConfigError(f"n = {n} is not divisible by {bad}; choose n a multiple of every batch divisor "
+                              f"{sorted(set(divisors))} (e.g. {hint})")
+        require(len(set(r["batch_divisors"])) == len(r["batch_divisors"]), "batch_divisors has duplicates")
         for name in ("steps", "log_every", "latent_dim"):
             positive_int(name, r[name])
         finite_positive("width", r["width"])
@@ -160,24 +173,14 @@ class Config:
                               f"{self.data!r}; use features=inception with --inception-weights, or none")
         if self.features == "inception" and not self.inception_weights:
             raise ConfigError("features='inception' needs --inception-weights PATH (the FID weights file)")
-        if self.data in ("cifar10", "celeba", "folder", "npz") and not self.path:
-            raise ConfigError(f"data {self.data!r} needs --path (where the images are on disk)")
+        conv_common.need_path(self)
         if r["resolution"] is not None:
             nets.check_resolution(r["resolution"])
 
     @property
     def resolved(self) -> dict[str, Any]:
         """The preset's values overridden by every field that is not none."""
-        preset = self.preset
-        if preset == "auto":
-            preset = "small" if self.data in CLASSIFIER_DATA else "paper"
-        out = dict(PRESETS[preset])
-        out["preset"] = preset
-        for key in PRESETS["small"]:
-            value = getattr(self, key)
-            if value is not None:
-                out[key] = value
-        return out
+        return conv_common.resolve_preset(self, PRESETS)
 
     @property
     def feature_space(self) -> str:
@@ -216,23 +219,15 @@ def runs(config: Config) -> list[dict[str, Any]]:
 
 
 def train_config(config: Config, run: dict[str, Any], out_dir: str):
-    """The trainer config of one run (the paper's setting, section 4)."""
-    from overparam.bridge.trainer import TrainConfig
-
+    """The trainer config of one run (the paper's setting, section 4; conv_common.paper_train_config).
+    Checkpoints every ``ckpt_every`` steps exactly (0 = only at the end): the host-call chunk is
+    chosen to divide it."""
     r = config.resolved
-    every = r["log_every"]
-    steps = run["steps"]
-    steps_per_call = every * max(1, min(steps // every, max(1, 500 // every)))
-    while steps % steps_per_call:
-        steps_per_call -= every
-    ckpt = r["ckpt_every"] or steps
-    ckpt = max(steps_per_call, (ckpt // steps_per_call) * steps_per_call)
-    return TrainConfig(
-        out_dir=out_dir, arch=config.arch, width=r["width"], latent_dim=r["latent_dim"], sn_d=True, sn_g=False,
-        loss="non_saturating", opt_g="adam", opt_d="adam", lr_g=config.lr, lr_d=config.lr, b1=config.b1,
-        b2=config.b2, scheme="alternating", order="d_first", n_disc=1, batch_size=run["m"], fixed_latents=True,
-        latent_noise_var=run["noise_var"], ema=True, ema_decay=r["ema_decay"], ema_start=0, steps=steps,
-        steps_per_call=steps_per_call, log_every=every, ckpt_every=ckpt, seed=config.seed, resume=True)
+    return conv_common.paper_train_config(
+        out_dir, arch=config.arch, width=r["width"], latent_dim=r["latent_dim"], batch_size=run["m"],
+        steps=run["steps"], log_every=r["log_every"], ckpt_every=r["ckpt_every"] or run["steps"], seed=config.seed,
+        ema_decay=r["ema_decay"], lr=config.lr, b1=config.b1, b2=config.b2, fixed_latents=True,
+        latent_noise_var=run["noise_var"])
 
 
 def load_data(config: Config) -> np.ndarray:
@@ -243,16 +238,11 @@ def load_data(config: Config) -> np.ndarray:
 
 
 # -- metrics ----------------------------------------------------------------------------------
-def dequantize(images_u8: np.ndarray) -> np.ndarray:
-    """uint8 [0, 255] -> float32 [-1, 1] (x = v/127.5 - 1)."""
-    return np.asarray(images_u8, np.float32) / 127.5 - 1.0
-
-
 def feature_extractor(config: Config, images: np.ndarray) -> tuple[Callable | None, str]:
     """(images in [-1, 1] -> features, label) of the configured feature space, or (None, why not)."""
     space = config.feature_space
     if space == "classifier":
-        from overparam.metrics.classifier_features import get_classifier
+        from overparam.bridge.classifier import get_classifier
 
         clf = get_classifier(config.data, images.shape[1], seed=0, steps=config.classifier_steps)
         return clf.features, (f"L2 in the {config.data} classifier's 128-d features "
@@ -266,31 +256,13 @@ def feature_extractor(config: Config, images: np.ndarray) -> tuple[Callable | No
                   "--inception-weights PATH for Inception features)")
 
 
-def _paired(gen: np.ndarray, train: np.ndarray, queries: np.ndarray | None, dist: Callable) -> dict[str, np.ndarray]:
-    """1-NN both ways; with ``queries`` (indices) each side queries only those samples but searches
-    the whole other set (the paper's 200-sample approximation)."""
-    if queries is None:
-        return dist(gen, train)
-    a, b = dist(gen[queries], train), dist(gen, train[queries])
-    return {"overfitting": a["overfitting"], "overfitting_index": a["overfitting_index"],
-            "mode_drop": b["mode_drop"], "mode_drop_index": b["mode_drop_index"]}
-
-
 def nn_metrics(gen_u8: np.ndarray, train_u8: np.ndarray, queries: np.ndarray | None,
                feats: Callable | None) -> tuple[dict[str, float], dict[str, list[int]]]:
-    """Table-1 statistics of the pixel (and feature) 1-NN distances, and the 1-NN indices."""
-    from overparam.metrics.nn import feature_l2_distances, pixel_l1_distances, summarize_nn
+    """Table-1 statistics of the pixel (and feature) 1-NN distances, and the 1-NN indices
+    (:func:`overparam.metrics.nn.nn_statistics`)."""
+    from overparam.metrics.nn import nn_statistics
 
-    g, x = dequantize(gen_u8), dequantize(train_u8)
-    pix = _paired(g, x, queries, lambda a, b: pixel_l1_distances(a, b, quantize=True))
-    row = {f"pixel_{k}": v for k, v in summarize_nn(pix).items()}
-    idx = {"pixel_overfitting": pix["overfitting_index"].tolist(), "pixel_mode_drop": pix["mode_drop_index"].tolist()}
-    if feats is not None:
-        fg, fx = feats(g), feats(x)
-        fe = _paired(fg, fx, queries, feature_l2_distances)
-        row.update({f"feature_{k}": v for k, v in summarize_nn(fe).items()})
-        idx.update(feature_overfitting=fe["overfitting_index"].tolist(), feature_mode_drop=fe["mode_drop_index"].tolist())
-    return row, idx
+    return nn_statistics(gen_u8, train_u8, queries, feats)
 
 
 def query_indices(config: Config, n: int) -> np.ndarray | None:
@@ -300,24 +272,11 @@ def query_indices(config: Config, n: int) -> np.ndarray | None:
 
 
 # -- one run ----------------------------------------------------------------------------------
-def curve_rows(name: str, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Trainer log rows -> tidy curve rows: losses, gradient norms, top singular value (largest
-    over each player's layers) and every layer's top-3 singular values."""
-    out = []
-    for rec in records:
-        row: dict[str, Any] = {"run": name, **{k: v for k, v in rec.items()}}
-        for player in ("G", "D"):
-            svs = [v for k, v in rec.items() if k.startswith(f"{player}/") and k.endswith("/sv0")]
-            row[f"{player}_top_sv"] = max(svs) if svs else float("nan")
-        out.append(row)
-    return out
-
-
 def train_run(config: Config, run: dict[str, Any], data: np.ndarray, progress: bool):
     """Train one run (resuming its checkpoint if any); returns the finished Trainer."""
     from overparam.bridge.trainer import Trainer
 
-    folder = Path(config.out_dir) / "runs" / f"{run['name']}-{common.config_hash(config)[:8]}"
+    folder = conv_common.run_folder(config.out_dir, run["name"], config)
     trainer = Trainer(train_config(config, run, str(folder)), data)
     trainer.train(progress=progress)
     return trainer
@@ -326,8 +285,6 @@ def train_run(config: Config, run: dict[str, Any], data: np.ndarray, progress: b
 def evaluate_run(config: Config, run: dict[str, Any], trainer, train_u8: np.ndarray, feats: Callable | None,
                  samples_dir: Path) -> dict[str, Any]:
     """Generate G_ema(z_j) for the fixed codes, save them, and compute the 1-NN statistics."""
-    from overparam.bridge.data import to_uint8
-
     summ = trainer.summary()
     r = config.resolved
     row: dict[str, Any] = {"run": run["name"], "m": run["m"], "noise": run["noise_var"] > 0,
@@ -366,8 +323,7 @@ def _npz(**arrays: np.ndarray) -> bytes:
 # -- the study --------------------------------------------------------------------------------
 def run(config: Config = Config(), progress: bool = True) -> Results:
     """Train every run (finished runs in ``out_dir/cells`` are reused) and evaluate it."""
-    from overparam.bridge.data import to_uint8
-
+    common.check_out_dir(config.out_dir)  # one error line before any work
     t0 = time.perf_counter()
     out = Path(config.out_dir)
     store = common.CellStore(out, config)
@@ -510,13 +466,22 @@ def summary(results: Results) -> str:
     return "\n".join(lines)
 
 
+GAP = 0.25  # space between tiles, in tile widths
+
+
 def _image_grid(ax, images: np.ndarray, label: str) -> None:
-    """A row of images (uint8, (k, H, W, C)) in one axis."""
+    """A row of images (uint8, (k, H, W, C)) in one axis: one image per tile, the tiles separated by
+    empty space (the figure's background), never by drawn pixels that could read as part of a digit."""
     k, h, w, c = images.shape
-    pad = np.full((k, h, 1, c), 255, np.uint8)
-    strip = np.concatenate([np.concatenate([im, p], axis=1) for im, p in zip(images, pad)], axis=1)
-    ax.imshow(strip[..., 0] if c == 1 else strip, cmap="gray" if c == 1 else None, vmin=0, vmax=255,
-              interpolation="nearest")
+    for i, im in enumerate(images):
+        x0 = i * w * (1 + GAP)
+        ax.imshow(im[..., 0] if c == 1 else im, cmap="gray" if c == 1 else None, vmin=0, vmax=255,
+                  interpolation="nearest", extent=(x0, x0 + w, h, 0))
+    ax.set_xlim(0, k * w + (k - 1) * w * GAP)
+    ax.set_ylim(h, 0)
+    ax.set_aspect("equal")
+    for spine in ax.spines.values():
+        spine.set_visible(False)
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=7)

