@@ -72,6 +72,9 @@ def test_rate_error_per_seed_median_max_and_verdict():
     for k, es in errs.items():
         assert table[k]["rate_err_med"] == pytest.approx(np.median(es), abs=1e-9)
         assert table[k]["rate_err_max"] == pytest.approx(max(es), abs=1e-9)
+    assert math.isnan(ws.rate_error({"measured_rate": 0.99, "predicted_rate": 1.0}))     # no predicted contraction
+    assert math.isnan(ws.rate_error({"measured_rate": 0.99, "predicted_rate": 1.05}))
+    assert ws.rate_error({"measured_rate": 0.92, "predicted_rate": 0.9}) == pytest.approx(0.2)
     v = _claim(res, "rate_matches_prediction")
     inside = errs[32] + errs[64]                            # width 8 is outside the labelled range
     assert v["value"] == pytest.approx(np.mean(inside), abs=1e-9)

@@ -568,11 +568,15 @@ def divergence(results: Results) -> dict[tuple[int, int], str]:
 
 
 def rate_error(row: dict[str, Any]) -> float:
-    """Per-seed relative rate error |ρ_meas − ρ_pred| / (1 − ρ_pred) (NaN when either is missing)."""
+    """Per-seed relative rate error |ρ_meas − ρ_pred| / (1 − ρ_pred).
+
+    NaN when either rate is missing or ρ_pred ≥ 1 (the prediction is no contraction, so a
+    relative error of the contraction 1 − ρ is undefined; below k = m this is the rule).
+    """
     m, p = float(row["measured_rate"]), float(row["predicted_rate"])
-    if not (np.isfinite(m) and np.isfinite(p)):
+    if not (np.isfinite(m) and np.isfinite(p)) or p >= 1.0:
         return float("nan")
-    return abs(m - p) / max(1.0 - p, 1e-12)
+    return abs(m - p) / (1.0 - p)
 
 
 def outside_validity(config: Config, row: dict[str, Any]) -> bool:
