@@ -60,7 +60,7 @@ def test_final_nn_and_fd_equal_a_recomputation_from_the_checkpoint(done):
 
     from overparam.bridge.data import load_dataset
     from overparam.bridge.trainer import Trainer
-    from overparam.metrics.classifier_features import get_classifier
+    from overparam.bridge.classifier import get_classifier
     from overparam.metrics.frechet import frechet_distance_from_features
     from overparam.studies.common import config_hash
 
@@ -147,3 +147,60 @@ def test_fid_plumbing_with_a_stubbed_inception(done, tmp_path, monkeypatch):
     assert res.rows[0]["fid"] == 42.0 and seen == [(32, 8, 8, 1)]
     assert "FID computed" in cw.summary(res)
     assert "conv_width_sweep.png" in {p.name for p in cw.save(res)}  # the figure gains an FID panel
+
+
+# -- reliability (issue 10) ----------------------------------------------------------------------------
+def test_widths_help_shows_only_values_the_parser_accepts():
+    import re
+
+    text = cw.Config.__dataclass_fields__["widths"].metadata["help"]
+    assert not re.search(r"\d/\d", text)  # no fractions such as 1/64, which --widths rejects
+    groups = re.search(r"preset: ([^)]*)\)", text).group(1).split(" / ")
+    assert len(groups) == 2
+    for group in groups:
+        widths = from_mapping(cw.Config, {**TINY, "widths": group}).widths
+        assert widths == tuple(float(w) for w in group.split(","))
+    assert groups[0] == ",".join(f"{w!r}" for w in cw.PRESETS["small"]["widths"])
+
+
+def test_out_dir_is_checked_before_any_work(tmp_path, monkeypatch):
+    from overparam.bridge import data as data_mod
+
+    def boom(*a, **k):
+        raise AssertionError("work started before the output folder was checked")
+
+    monkeypatch.setattr(data_mod, "load_dataset", boom)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    with pytest.raises(ConfigError, match="not a folder"):
+        cw.run(cw.Config(**TINY, out_dir=str(blocker)), progress=False)
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL: nothing after it runs."""
+
+
+@pytest.mark.slow
+def test_killed_right_after_a_checkpoint_write_keeps_its_fd_row(done, tmp_path, monkeypatch):
+    """Killed just after the step-10 checkpoint of a width was written, the rerun's FD curve still
+    has the step-10 row, equal to the uninterrupted sweep's."""
+    from overparam.bridge import checkpoints as ck_mod
+
+    _, res, _ = done
+    real = ck_mod.Checkpoints.save
+
+    def save_then_die(self, name, state, meta):
+        real(self, name, state, meta)
+        if name == "last" and meta["step"] == 10:
+            raise Killed
+
+    cfg = cw.Config(**{**TINY, "widths": (1 / 64,)}, out_dir=str(tmp_path))
+    monkeypatch.setattr(ck_mod.Checkpoints, "save", save_then_die)
+    with pytest.raises(Killed):
+        cw.run(cfg, progress=False)
+    monkeypatch.setattr(ck_mod.Checkpoints, "save", real)
+    again = cw.run(cfg, progress=False)
+    want = [c for c in res.fd_curves if c["width"] == 1 / 64]
+    assert [c["step"] for c in again.fd_curves] == [c["step"] for c in want] == [0, 10, 20]
+    for a, b in zip(again.fd_curves, want):
+        assert a["score"] == pytest.approx(b["score"], rel=1e-6)

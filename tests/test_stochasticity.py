@@ -65,7 +65,8 @@ def _worst(v: np.ndarray, q: float) -> float:
 def test_table_equals_brute_force_from_saved_samples(done):
     """Pixel: mean |g - x| over pixels of the saved uint8 images; feature: Euclidean distances of
     the classifier's features of the same images; both recomputed with numpy broadcasting."""
-    from overparam.metrics.classifier_features import get_classifier
+    from overparam.bridge.classifier import get_classifier
+    from overparam.metrics.pixels import from_uint8
 
     cfg, res, _ = done
     out = __import__("pathlib").Path(cfg.out_dir)
@@ -75,7 +76,7 @@ def test_table_equals_brute_force_from_saved_samples(done):
         gen = np.load(out / "samples" / f"{r['run']}.npz")["generated"]
         assert gen.shape == train.shape == (32, 8, 8, 1) and gen.dtype == np.uint8
         of, md = _brute(gen, train, "l1")
-        fo, fm = _brute(clf.features(st.dequantize(gen)), clf.features(st.dequantize(train)), "l2")
+        fo, fm = _brute(clf.features(from_uint8(gen)), clf.features(from_uint8(train)), "l2")
         for space, (o, m), tol in (("pixel", (of, md), 1e-9), ("feature", (fo, fm), 1e-4)):
             for side, v in (("overfitting", o), ("mode_drop", m)):
                 assert r[f"{space}_{side}_avg"] == pytest.approx(v.mean(), rel=tol)
@@ -167,3 +168,76 @@ def test_cli_reports_config_errors(capsys):
 
     assert main(["stochasticity", "--n", "30", "--no-progress"]) == 2
     assert "not divisible" in capsys.readouterr().err
+
+
+# -- reliability (issue 10) ----------------------------------------------------------------------------
+def test_ckpt_every_is_honoured_exactly_not_rounded():
+    for ckpt in (50, 150, 250, 1000):
+        c = st.Config(**{**TINY, "steps": 2000, "log_every": 50, "ckpt_every": ckpt})
+        tc = st.train_config(c, st.runs(c)[0], "")
+        assert tc.ckpt_every == ckpt and ckpt % tc.steps_per_call == 0 and 2000 % tc.steps_per_call == 0
+    tc = st.train_config(st.Config(**TINY), st.runs(st.Config(**TINY))[0], "")
+    assert tc.ckpt_every == 20  # ckpt_every = 0: only at the end
+
+
+@pytest.mark.parametrize("n, divisors, hints", [(3, (1, 4), ["--n 4"]), (30, (1, 4), ["--n 28", "--n 32"]),
+                                                (100, (1, 4, 16, 64), ["--n 64", "--n 128"])])
+def test_divisibility_hints_suggest_valid_values(n, divisors, hints):
+    kw = {**TINY, "batch_divisors": divisors}
+    with pytest.raises(ConfigError) as err:
+        from_mapping(st.Config, {**kw, "n": n})
+    msg = str(err.value)
+    assert "--n 0" not in msg
+    for h in hints:
+        assert h in msg
+        from_mapping(st.Config, {**kw, "n": int(h.split()[1])})  # the suggestion is accepted
+
+
+def test_noise_divisor_is_checked_only_with_a_noise_run():
+    c = st.Config(**{**TINY, "noise_var": 0.0, "noise_divisor": 3})  # 32 % 3 != 0 but there is no noise run
+    assert [r["name"] for r in st.runs(c)] == ["m32", "m8"]
+    with pytest.raises(ConfigError, match="not divisible by 3"):
+        st.Config(**{**TINY, "noise_var": 0.5, "noise_divisor": 3})
+
+
+def test_a_folder_of_ones_own_needs_n(tmp_path):
+    with pytest.raises(ConfigError, match="--n"):
+        st.Config(data="folder", path=str(tmp_path))
+    with pytest.raises(ConfigError, match="--n"):
+        st.Config(data="npz", path=str(tmp_path / "x.npz"))
+    c = st.Config(data="folder", path=str(tmp_path), n=512)
+    assert c.resolved["n"] == 512 and c.resolved["preset"] == "paper"
+    assert st.Config(data="cifar10", path="/nowhere").resolved["n"] == 12800  # the paper's n stays for CIFAR-10
+
+
+def test_out_dir_is_checked_before_any_work(tmp_path, monkeypatch):
+    def boom(*a, **k):
+        raise AssertionError("work started before the output folder was checked")
+
+    monkeypatch.setattr(st, "load_data", boom)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    with pytest.raises(ConfigError, match="not a folder"):
+        st.run(st.Config(**TINY, out_dir=str(blocker)), progress=False)
+    with pytest.raises(ConfigError, match="not a folder"):
+        st.run(st.Config(**TINY, out_dir=str(blocker / "sub")), progress=False)
+
+
+def test_nn_figure_tiles_are_separated_by_space_not_pixels():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rng = np.random.default_rng(0)
+    tiles = rng.integers(0, 256, size=(5, 8, 8, 1), dtype=np.uint8)
+    fig, ax = plt.subplots()
+    st._image_grid(ax, tiles, "label")
+    images = ax.get_images()
+    assert len(images) == 5  # one image per tile: nothing drawn between them
+    for im, tile in zip(images, tiles):
+        np.testing.assert_array_equal(np.asarray(im.get_array()), tile[..., 0])
+    extents = [im.get_extent() for im in images]
+    gaps = [b[0] - a[1] for a, b in zip(extents, extents[1:])]
+    assert all(g == pytest.approx(st.GAP * 8) for g in gaps)
+    plt.close(fig)
