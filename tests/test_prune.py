@@ -1,5 +1,4 @@
 """Masks, masked optimizers, early-bird detection and the IMP driver (overparam.prune)."""
-import math
 
 import jax
 import jax.numpy as jnp
