@@ -104,9 +104,7 @@ def test_logs_hold_losses_grad_norms_and_top3_singular_values(uninterrupted):
     assert summary["status"] == "completed" and summary["step"] == 8 and summary["diverged_at"] is None
 
 
-@pytest.mark.parametrize("which", [pytest.param("every file", marks=pytest.mark.slow),
-                                   pytest.param("array data", marks=pytest.mark.slow),
-                                   pytest.param("missing arrays", marks=pytest.mark.slow), "flipped bytes"])
+@pytest.mark.parametrize("which", ["every file", "array data", "missing arrays", "flipped bytes"])
 def test_corrupt_checkpoint_is_a_config_error(uninterrupted, tmp_path, which):
     run = tmp_path / "run"
     shutil.copytree(uninterrupted.config.out_dir, run)

@@ -31,6 +31,7 @@ def done(tmp_path_factory):
     mp.undo()
 
 
+@pytest.mark.slow
 def test_one_row_per_width_with_finite_metrics(done):
     cfg, res, paths = done
     assert [r["width"] for r in res.rows] == [1 / 64, 1 / 32]
@@ -53,6 +54,7 @@ def test_one_row_per_width_with_finite_metrics(done):
     assert {c["width"] for c in res.curves} == set(cfg.resolved["widths"])
 
 
+@pytest.mark.slow
 def test_final_nn_and_fd_equal_a_recomputation_from_the_checkpoint(done):
     """Reload each width's last checkpoint, regenerate the evaluation samples, recompute the pixel
     1-NN statistics by numpy broadcasting and the classifier FD from the features."""
@@ -84,6 +86,26 @@ def test_final_nn_and_fd_equal_a_recomputation_from_the_checkpoint(done):
         assert row["final_score"] == pytest.approx(fd, rel=1e-6)
 
 
+def test_tiny_sweep_end_to_end(tmp_path, monkeypatch):
+    """Fast tier: one width, 10 steps, FD at steps 0 and 10; the row agrees with its curve and the
+    rerun reuses the finished width."""
+    monkeypatch.setenv("OVERPARAM_CACHE", str(tmp_path / "cache"))
+    cfg = cw.Config(**{**TINY, "widths": (1 / 64,), "steps": 10, "n_eval": 8, "classifier_steps": 5},
+                    out_dir=str(tmp_path / "out"))
+    res = cw.run(cfg, progress=False)
+    (row,) = res.rows
+    assert row["status"] == "completed" and row["steps"] == 10
+    assert [c["step"] for c in res.fd_curves] == [0, 10] and row["final_score"] == res.fd_curves[-1]["score"]
+    assert math.isfinite(row["final_score"]) and 0 <= row["pixel_overfitting_avg"] <= 255
+    assert row == {**row, **cw.convergence(res.fd_curves, None)}
+
+    def boom(*a, **k):
+        raise AssertionError("a finished width was trained again")
+
+    monkeypatch.setattr(cw, "run_width", boom)
+    assert cw.run(cfg, progress=False).rows == res.rows
+
+
 def test_convergence_definition():
     fd = [{"step": 0, "score": 100.0}, {"step": 10, "score": 40.0}, {"step": 20, "score": 19.0},
           {"step": 30, "score": 10.0}, {"step": 40, "score": 12.0}]
@@ -98,6 +120,7 @@ def test_convergence_definition():
     assert cw.convergence(rising, None)["still_falling"] is False
 
 
+@pytest.mark.slow
 def test_resume_reuses_finished_widths(done, monkeypatch):
     cfg, res, _ = done
 
@@ -125,6 +148,7 @@ def test_bad_options_raise_config_error(bad):
         from_mapping(cw.Config, {**TINY, **bad})
 
 
+@pytest.mark.slow
 def test_fid_plumbing_with_a_stubbed_inception(done, tmp_path, monkeypatch):
     """With --inception-weights the end-of-run FID of the EMA samples goes into the table (the
     Inception network itself is tested in test_metrics_bridge; stubbed here to stay fast)."""

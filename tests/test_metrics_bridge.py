@@ -11,6 +11,54 @@ from overparam.metrics.frechet import frechet_distance, gaussian_stats
 from overparam.metrics.nn import nn_distances, pixel_l1_distances, summarize_nn, worst_mean
 
 
+# -- the pixel convention -----------------------------------------------------------------------
+def test_pixel_convention_round_trips_and_matches_the_formulas():
+    from overparam.metrics import pixels
+
+    v = np.arange(256, dtype=np.uint8)
+    x = pixels.from_uint8(v)
+    assert x.dtype == np.float32 and x[0] == -1.0 and x[-1] == 1.0
+    np.testing.assert_allclose(x, 2.0 * v.astype(np.float64) / 255.0 - 1.0, atol=1e-7)  # x = 2v/255 - 1
+    np.testing.assert_array_equal(pixels.to_uint8(x), v)  # every 8-bit level survives the round trip
+    rng = np.random.default_rng(0)
+    y = rng.uniform(-1.2, 1.2, size=1000).astype(np.float32)
+    u = pixels.to_uint8(y)
+    ref = np.array([min(255, max(0, int(np.floor((float(t) + 1.0) * 127.5 + 0.5)))) for t in y.astype(np.float64)])
+    tie = np.isclose(((y.astype(np.float64) + 1) * 127.5) % 1, 0.5)  # rint rounds half to even
+    np.testing.assert_array_equal(u[~tie], ref[~tie])
+    np.testing.assert_allclose(pixels.to_pixel_scale(y), (y.astype(np.float64) + 1) * 127.5, rtol=1e-6)
+    q = pixels.quantize(np.clip(y, -1, 1))
+    assert np.max(np.abs(q - np.clip(y, -1, 1))) <= 0.5 / 127.5 + 1e-6
+    np.testing.assert_array_equal(pixels.quantize(q), q)  # idempotent
+
+
+def test_paired_nn_and_nn_statistics_against_brute_force():
+    from overparam.metrics.nn import nn_statistics, paired_nn
+
+    rng = np.random.default_rng(1)
+    g = rng.integers(0, 256, size=(12, 4, 4, 1), dtype=np.uint8)
+    x = rng.integers(0, 256, size=(10, 4, 4, 1), dtype=np.uint8)
+    d = np.abs(g.reshape(12, 1, -1).astype(np.float64) - x.reshape(1, 10, -1)).mean(-1)  # L1 per pixel, [0, 255]
+    q = np.array([1, 4, 7])
+    row, idx = nn_statistics(g, x, queries=q)
+    of, md = d[q].min(axis=1), d[:, q].min(axis=0)  # queried samples, searched in the whole other set
+    assert row["pixel_overfitting_avg"] == pytest.approx(of.mean(), rel=1e-9)
+    assert row["pixel_mode_drop_avg"] == pytest.approx(md.mean(), rel=1e-9)
+    assert row["pixel_mode_drop_worst5"] == pytest.approx(md.max(), rel=1e-9)
+    assert idx["pixel_overfitting"] == d[q].argmin(axis=1).tolist()
+    assert idx["pixel_mode_drop"] == d[:, q].argmin(axis=0).tolist()
+    full = paired_nn(g.reshape(12, -1).astype(np.float32), x.reshape(10, -1).astype(np.float32))
+    np.testing.assert_allclose(full["overfitting"], d.min(axis=1) * 16, rtol=1e-6)
+    feats = lambda imgs: imgs.reshape(len(imgs), -1)[:, :3]  # noqa: E731
+    row, _ = nn_statistics(g, x, features=feats)
+    from overparam.metrics.pixels import from_uint8
+
+    fg, fx = feats(from_uint8(g)).astype(np.float64), feats(from_uint8(x)).astype(np.float64)
+    e = np.sqrt(((fg[:, None] - fx[None]) ** 2).sum(-1))
+    assert row["feature_overfitting_avg"] == pytest.approx(e.min(axis=1).mean(), rel=1e-5)
+    assert row["feature_mode_drop_avg"] == pytest.approx(e.min(axis=0).mean(), rel=1e-5)
+
+
 # -- Fréchet distance ---------------------------------------------------------------------------
 def _spd(rng, d, rank=None):
     a = rng.normal(size=(d, rank or d))
@@ -320,6 +368,7 @@ def _frechet_from_factors(f1, f2):
     return float(np.sum((f1.mean(0) - f2.mean(0)) ** 2) + np.sum(a * a) + np.sum(b * b) - 2 * nuclear)
 
 
+@pytest.mark.slow
 def test_fid_plumbing_with_random_weights_and_cache(inc, random_npz, tmp_path, monkeypatch):
     monkeypatch.setattr(inc, "FID_SIZE", inc.MIN_SIZE)  # the 299 path is the slow test above
     rng = np.random.default_rng(5)

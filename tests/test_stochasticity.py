@@ -16,6 +16,7 @@ from overparam.errors import ConfigError  # noqa: E402
 from overparam.studies import stochasticity as st  # noqa: E402
 from overparam.studies.config import from_mapping  # noqa: E402
 
+# The study runs behind `done` are the slow tier; test_tiny_run_end_to_end is the fast one.
 # Two runs (m = n, n/4) keep this file under a minute (each run compiles its own train step); the
 # latent-noise run's trainer config is checked in test_presets_and_budget, its batches in
 # tests/test_bridge_trainer.py.
@@ -34,6 +35,7 @@ def done(tmp_path_factory):
     mp.undo()
 
 
+@pytest.mark.slow
 def test_table_has_the_shape_of_table_1(done):
     cfg, res, _ = done
     assert [(r["m"], r["noise"]) for r in res.rows] == [(32, False), (8, False)]
@@ -49,6 +51,28 @@ def test_table_has_the_shape_of_table_1(done):
         assert col in text
 
 
+def test_tiny_run_end_to_end(tmp_path, monkeypatch):
+    """Fast tier: one full-batch run of 16 images, no feature space; the table's pixel statistics
+    against brute force from the saved samples, the figures, and the resume."""
+    cfg = st.Config(n=16, width=1 / 32, latent_dim=8, steps=10, log_every=10, batch_divisors=(1,), noise_var=0.0,
+                    features="none", n_show=2, out_dir=str(tmp_path))
+    res = st.run(cfg, progress=False)
+    (row,) = res.rows
+    assert (row["m"], row["status"], row["steps"]) == (16, "completed", 10) and "feature_overfitting_avg" not in row
+    train = np.load(tmp_path / "train.npz")["images"]
+    gen = np.load(tmp_path / "samples" / "m16.npz")["generated"]
+    of, md = _brute(gen, train, "l1")
+    assert row["pixel_overfitting_avg"] == pytest.approx(of.mean(), rel=1e-9)
+    assert row["pixel_mode_drop_worst10"] == pytest.approx(_worst(md, 0.10), rel=1e-9)
+    assert {"nn_overfitting.png", "curves.png", "table.csv"} <= {p.name for p in st.save(res)}
+
+    def boom(*a, **k):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(st, "train_run", boom)
+    assert st.run(cfg, progress=False).rows == res.rows
+
+
 def _brute(a: np.ndarray, b: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray]:
     a = a.reshape(len(a), -1).astype(np.float64)
     b = b.reshape(len(b), -1).astype(np.float64)
@@ -62,6 +86,7 @@ def _worst(v: np.ndarray, q: float) -> float:
     return float(np.sort(v)[::-1][:k].mean())
 
 
+@pytest.mark.slow
 def test_table_equals_brute_force_from_saved_samples(done):
     """Pixel: mean |g - x| over pixels of the saved uint8 images; feature: Euclidean distances of
     the classifier's features of the same images; both recomputed with numpy broadcasting."""
@@ -84,6 +109,7 @@ def test_table_equals_brute_force_from_saved_samples(done):
                 assert r[f"{space}_{side}_worst5"] == pytest.approx(_worst(v, 0.05), rel=tol)
 
 
+@pytest.mark.slow
 def test_figures_and_tables_written(done):
     cfg, _, paths = done
     names = {p.name for p in paths}
@@ -98,6 +124,7 @@ def test_figures_and_tables_written(done):
     assert all(float(r["G_top_sv"]) > 0 and float(r["D_top_sv"]) > 0 for r in rows)
 
 
+@pytest.mark.slow
 def test_resume_skips_finished_runs(done, monkeypatch):
     cfg, res, _ = done
 
