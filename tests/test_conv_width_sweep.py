@@ -228,3 +228,14 @@ def test_killed_right_after_a_checkpoint_write_keeps_its_fd_row(done, tmp_path, 
     assert [c["step"] for c in again.fd_curves] == [c["step"] for c in want] == [0, 10, 20]
     for a, b in zip(again.fd_curves, want):
         assert a["score"] == pytest.approx(b["score"], rel=1e-6)
+
+
+@pytest.mark.parametrize("steps, log_every, bounds", [(1000, 50, (250,)), (2000, 50, (150,)), (20, 10, (10,)),
+                                                      (50000, 500, (5000,)), (700, 70, (210, 350)), (90, 30, ())])
+def test_steps_per_call_is_the_largest_valid_chunk(steps, log_every, bounds):
+    from overparam.studies.conv_common import steps_per_call
+
+    k = steps_per_call(steps, log_every, *bounds)
+    valid = [c for c in range(log_every, max(500, log_every) + 1, log_every)
+             if steps % c == 0 and all(b % c == 0 for b in bounds)]  # brute force over every candidate
+    assert k == max(valid)

@@ -450,3 +450,15 @@ def test_digits_classifier_features(tmp_path):
     weights.write_bytes(b"corrupt")
     fresh = cf.get_classifier("digits", seed=0, cache_dir=str(tmp_path), steps=300)
     np.testing.assert_allclose(fresh.features(x[:5]), clf.features(x[:5]), rtol=1e-5, atol=1e-5)
+
+
+@given(st.lists(st.floats(-1.0, 1.0, allow_nan=False, width=32), min_size=1, max_size=64))
+def test_pixel_round_trip_error_is_at_most_half_a_level(values):
+    from overparam.metrics import pixels
+
+    x = np.asarray(values, np.float32)
+    u = pixels.to_uint8(x)
+    assert u.dtype == np.uint8
+    assert np.max(np.abs(pixels.from_uint8(u).astype(np.float64) - x)) <= 0.5 / 127.5 + 1e-6
+    order = np.argsort(x, kind="stable")
+    assert np.all(np.diff(u[order].astype(int)) >= 0)  # monotone
