@@ -326,6 +326,8 @@ def test_mask_wrapped_optimizer_and_initial_params(tmp_path):
         Trainer(c, DATA, params=(gen0, like.disc))
     with pytest.raises(ConfigError, match="params"):
         Trainer(cfg(), DATA, params=(like.disc, like.gen))
+    with pytest.raises(ConfigError, match="opt_disc must be an optax.GradientTransformation"):
+        Trainer(cfg(), DATA, opt_disc=["adam"])
 
 
 # -- reliability: scores committed with checkpoints, damaged logs ---------------------------------------

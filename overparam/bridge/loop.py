@@ -168,6 +168,10 @@ class Trainer:
         n, res, _, ch = self.data.shape
         if config.batch_size > n:
             raise ConfigError(f"batch_size {config.batch_size} exceeds the {n} training images; use batch_size <= {n}")
+        for name, tx in (("opt_gen", opt_gen), ("opt_disc", opt_disc)):
+            if tx is not None and not isinstance(tx, optax.GradientTransformation):
+                raise ConfigError(f"{name} must be an optax.GradientTransformation (init/update), got "
+                                  f"{type(tx).__name__}")
         self.core = core_config(config)
         self.custom_optimizers = [name for name, tx in (("gen", opt_gen), ("disc", opt_disc)) if tx is not None]
         self.program = _program(self.core, res, ch, opt_gen, opt_disc)
