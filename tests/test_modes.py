@@ -362,6 +362,7 @@ def test_verdicts_on_hand_built_protocol():
     assert (n["ci_low"], n["ci_high"]) == pytest.approx(claims.wilson(39, 40))
     assert n["tuning_seeds"] == list(range(16)) and n["heldout_seeds"] == list(range(1000, 1040))
     assert n["chosen_cell"]["lr_d_units"] == pytest.approx(0.3)
+    assert n["chosen_at_edge"] is True and "edge of the pinned grid for sgd, nsgd_global" in study.summary(res)
     v = {x.name: x for x in res.verdicts}
     assert v["nsgd_global_recovers_all_modes"].outcome == "supported"          # Wilson low 0.87 > 0.8
     assert v["sgda_collapses_at_best_cell"].outcome == "supported"             # 0/40: high 0.088 < 0.2

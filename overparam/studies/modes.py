@@ -499,6 +499,8 @@ def arm_summary(results: Results, name: str) -> dict[str, Any]:
         "chosen_cell": {"i": i, "j": j, "lr_g": float(arm.lrs[i]), "lr_d": float(arm.lrs[j]),
                         "lr_g_units": float(arm.lrs[i] / cfg.mode_scale), "lr_d_units": float(arm.lrs[j] / cfg.mode_scale)},
         "tuning_share_chosen": float(share[i, j]),
+        # the chosen cell on the grid's boundary: a larger or smaller step might do better
+        "chosen_at_edge": bool(len(arm.lrs) > 1 and (i in (0, len(arm.lrs) - 1) or j in (0, len(arm.lrs) - 1))),
         "all_modes_share": k / n, "all_modes_runs": k, "heldout_n": n, "ci_low": lo, "ci_high": hi,
         "heldout_mean_modes": float(recovered(arm.eval_modes, late).sum(-1).mean()),
         "heldout_diverged": int((~arm.eval_alive[:, -1]).sum()),
@@ -591,6 +593,10 @@ def summary(results: Results) -> str:
             "non-diverged tuning runs) and cells_all (share of cells where every tuning run has all modes) are "
             "descriptive only. nsgd grids are in units of the smallest mode scale "
             f"({cfg.mode_scale:g}); nsgd_global normalizes over all tensors, nsgd_tensor per tensor.")
+    edge = [t["optimizer"] for t in results.table if t["chosen_at_edge"]]
+    if edge:
+        note += (f"\nNOTE: the chosen cell lies on the edge of the pinned grid for {', '.join(edge)} "
+                 "(a step size outside the grid might do better; the grid is not widened after the run).")
     lines = [head, common.format_table(rows, cols), note, "",
              f"verdicts (thresholds pinned in {'sims/modes_neurons.toml' if cfg.family == 'neurons' else 'sims/modes.toml'}):"]
     lines += ["  " + v.line() for v in results.verdicts]
@@ -664,7 +670,7 @@ def plot_heatmap(results: Results, name: str):
             ax.text(i, j, txt, ha="center", va="center", fontsize=6, color="w" if share[i, j] < 0.6 else "k")
     ci, cj = arm.chosen
     ax.add_patch(Rectangle((ci - 0.5, cj - 0.5), 1, 1, fill=False, ec="C3", lw=2))
-    unit = f" (= units × {cfg.mode_scale:g})" if grid_kind(name) == "nsgd" else ""
+    unit = f" (grid in units of the mode scale {cfg.mode_scale:g})" if grid_kind(name) == "nsgd" else ""
     ax.set(xlabel=f"η_G{unit}", ylabel="η_D",
            title=f"{name}: share of {len(cfg.tuning)} tuning runs with all {results.n_modes} modes\n"
                  f"(box: chosen cell; †n: diverged runs)")
