@@ -181,6 +181,7 @@ class Config:
         require(self.heldout_offset >= r["tuning_seeds"],
                 f"heldout_offset ({self.heldout_offset}) must be >= tuning_seeds ({r['tuning_seeds']}) so the "
                 "held-out seeds are disjoint from the tuning seeds")
+        claims.check_disjoint(self.tuning, self.heldout)
         positive_int("steps", r["steps"])
         if r["steps"] % self.record_every:
             raise ConfigError(f"steps ({r['steps']}) must be a multiple of record_every ({self.record_every})")
