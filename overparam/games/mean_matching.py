@@ -29,7 +29,7 @@ import numpy as np
 from overparam.errors import ConfigError, finite_positive, one_of, positive_int
 from overparam.games.activations import ACTIVATIONS, activation
 
-__all__ = ["MeanMatching", "MeanMatchingSpec", "teacher_data"]
+__all__ = ["MeanMatching", "MeanMatchingSpec", "PaddedMeanMatching", "relu_mean_hidden", "teacher_data"]
 
 DISCRIMINATORS = ("linear", "random_features")
 
@@ -222,3 +222,161 @@ def _unflatten(spec, children):
 
 
 jax.tree_util.register_pytree_node(MeanMatching, _flatten, _unflatten)
+
+
+# -- the same game with its hidden width padded to a bucket size (one program for many widths) --
+@jax.custom_vjp
+def relu_mean_hidden(W: jax.Array, Z: jax.Array) -> jax.Array:
+    """h̄ = mean_j relu(Wᵀ z_j) for W stored as (d, K): shape (K,)  (mean hidden layer of eq. V).
+
+    Closed-form reverse mode for the default ReLU game: ∂⟨g, h̄⟩/∂W = Zᵀ 1[ZW > 0] diag(g) / n,
+    i.e. column l is g_l · a_l with a_l = mean_j 1[w_lᵀ z_j > 0] z_j (the a_l of eq. JJ). One
+    (n, d)·(d, K) product forward and one (d, n)·(n, K) product backward, the indicator shared.
+    No gradient flows to Z (the latent codes are data). Tested equal to autodiff.
+    """
+    return jnp.mean(jax.nn.relu(Z @ W), axis=0)
+
+
+def _relu_mean_fwd(W, Z):
+    pre = Z @ W
+    on = (pre > 0).astype(W.dtype)
+    return jnp.mean(pre * on, axis=0), (on, Z)
+
+
+def _relu_mean_bwd(res, g):
+    on, Z = res
+    return (Z.T @ on) * (g / Z.shape[0]), jnp.zeros_like(Z)
+
+
+relu_mean_hidden.defvjp(_relu_mean_fwd, _relu_mean_bwd)
+
+
+@dataclass(frozen=True)
+class PaddedMeanMatching:
+    """The mean-matching game of eq. V with the hidden width padded from k to a bucket size K ≥ k.
+
+    Many widths then share one compiled program (vmapped over (width, seed) instances). The
+    true width enters only as data: ``sqrt_k`` = √k (outputs are divided by it, as in
+    :class:`MeanMatching`) and ``mask`` (K,) with ones on the k real
+    units. Padded units start at exactly zero (their W columns, V columns and W₂ rows/columns
+    are 0) and stay exactly zero and inert: their hidden outputs are multiplied by ``mask``
+    before they reach anything, so their gradients are exactly 0 for every φ, optimizer and
+    scheme. Layout: W is stored as (d, K) (W_here = Wᵀ), so the contraction is Z·W with the
+    hidden units on the fast axis; the readout is V ∈ R^{m×K} as in :class:`MeanMatching`
+    (trained V: the leaf ``"V"``); depth 2 stores W₂ᵀ as ``"W2"``. With a linear
+    discriminator the mean over latent codes is taken before the readout:
+    f(W) = V mean_j φ(Wᵀ z_j)/√k, which equals mean_j G(z_j) by linearity.
+    ``fast_relu`` (ReLU, depth 1, full batch) uses :func:`relu_mean_hidden`'s closed-form
+    gradient; autodiff is the route for everything else.
+    """
+
+    spec: MeanMatchingSpec       # static options; spec.k is the bucket size K
+    V: jax.Array                 # (m, K) readout, zero columns beyond k
+    Z: jax.Array                 # (n, d) fixed latent codes
+    X: jax.Array                 # (N, m) data (used for minibatches)
+    xbar: jax.Array              # (q,) target mean embedding x̄ (precomputed)
+    sqrt_k: jax.Array            # () √k of the true width
+    mask: jax.Array              # (K,) 1 on real units, 0 on padding
+    F: jax.Array | None = None   # (p, m) random-feature matrix
+    fast_relu: bool = False      # static: closed-form ReLU gradient
+    zero_sum = True
+
+    def hidden_mean_or_batch(self, gen: dict, z: jax.Array, mean: bool) -> jax.Array:
+        """mean_j h(z_j) (shape (K,)) or the batch h(z) (shape (b, K)), masked; h = last hidden layer."""
+        s = self.spec
+        phi = activation(s.phi)
+        if s.depth == 1:
+            if mean and self.fast_relu:
+                return relu_mean_hidden(gen["W"], z) * self.mask
+            h = phi(z @ gen["W"]) * self.mask
+        else:
+            h1 = phi(z @ gen["W1"]) * self.mask
+            h = phi((h1 @ gen["W2"]) / self.sqrt_k) * self.mask
+        return jnp.mean(h, axis=0) if mean else h
+
+    def mean_map(self, gen: dict, z: jax.Array | None = None) -> jax.Array:
+        """f(W) = mean_j e(G(z_j)), G(z) = V φ(Wᵀz)/√k (mean taken before V when e is linear)."""
+        z = self.Z if z is None else z
+        V = gen.get("V", self.V)
+        if self.spec.disc == "linear":
+            return (V @ self.hidden_mean_or_batch(gen, z, True)) / self.sqrt_k
+        g = (self.hidden_mean_or_batch(gen, z, False) @ V.T) / self.sqrt_k
+        e = activation(self.spec.psi)(g @ self.F.T) / math.sqrt(self.spec.p)
+        return jnp.mean(e, axis=0)
+
+    def target(self, x: jax.Array | None = None) -> jax.Array:
+        if x is None:
+            return self.xbar
+        if self.spec.disc == "linear":
+            return jnp.mean(x, axis=0)
+        return jnp.mean(activation(self.spec.psi)(x @ self.F.T) / math.sqrt(self.spec.p), axis=0)
+
+    def residual(self, gen: dict) -> jax.Array:
+        """r = f(W) − x̄ on the fixed codes and all data."""
+        return self.mean_map(gen) - self.xbar
+
+    def value(self, gen: dict, disc: dict, batch: Any) -> jax.Array:
+        """h = ⟨d, f(W) − x̄⟩ − ½‖d‖²  (eq. V); ``batch`` None = fixed codes and all data."""
+        dvec = disc["d"]
+        if batch is None:
+            r = self.residual(gen)
+        else:
+            z, x = batch
+            r = self.mean_map(gen, z) - self.target(x)
+        return jnp.dot(dvec, r) - 0.5 * jnp.dot(dvec, dvec)
+
+    def gen_loss(self, gen: dict, disc: dict, batch: Any) -> jax.Array:
+        return self.value(gen, disc, batch)
+
+    def disc_loss(self, gen: dict, disc: dict, batch: Any) -> jax.Array:
+        return -self.value(gen, disc, batch)
+
+    def sample_batch(self, key: jax.Array) -> Any:
+        """None (the fixed set, full batch) or the same fresh minibatch draws as :class:`MeanMatching`."""
+        b = self.spec.batch_size
+        if b is None:
+            return None
+        kz, kx = jax.random.split(key)
+        z = jax.random.normal(kz, (b, self.spec.d), self.V.dtype)
+        idx = jax.random.randint(kx, (b,), 0, self.X.shape[0])
+        return z, self.X[idx]
+
+
+jax.tree_util.register_pytree_node(
+    PaddedMeanMatching,
+    lambda g: ((g.V, g.Z, g.X, g.xbar, g.sqrt_k, g.mask, g.F), (g.spec, g.fast_relu)),
+    lambda aux, ch: PaddedMeanMatching(aux[0], *ch, fast_relu=aux[1]),
+)
+
+
+def jjt_eigenvalues(V: np.ndarray, Z: np.ndarray, W: np.ndarray, phi: str) -> np.ndarray:
+    """Ascending eigenvalues of J₀J₀ᵀ = V diag(‖a_l‖²) Vᵀ / k, a_l = mean_j φ'(w_lᵀ z_j) z_j (eq. JJ), in float64.
+
+    Host-side numpy for the one-hidden-layer generator, linear discriminator, V fixed
+    (V: (m, k), Z: (n, d), W: (k, d)). Computed as the squared singular values of
+    B = V diag(‖a_l‖)/√k (J₀J₀ᵀ = B Bᵀ), so for k < m the m − k structural zero eigenvalues
+    are exactly 0 rather than rounding noise.
+    """
+    V, Z, W = (np.asarray(a, np.float64) for a in (V, Z, W))
+    k = W.shape[0]
+    a = (NUMPY_DPHI[phi](Z @ W.T).T @ Z) / Z.shape[0]          # (k, d)
+    B = V * (np.linalg.norm(a, axis=1) / math.sqrt(k))           # (m, k)
+    sv = np.linalg.svd(B, compute_uv=False)
+    eig = np.zeros(V.shape[0])
+    eig[: sv.size] = sv * sv
+    return np.sort(eig)
+
+
+def _gelu_dphi(x: np.ndarray) -> np.ndarray:
+    from scipy.special import ndtr
+
+    return ndtr(x) + x * np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
+
+
+NUMPY_DPHI = {  # φ' in numpy (φ'(0) = 0 for ReLU, as jax.grad(jax.nn.relu)(0.))
+    "relu": lambda x: (x > 0).astype(x.dtype),
+    "tanh": lambda x: 1 - np.tanh(x) ** 2,
+    "softplus": lambda x: 1 / (1 + np.exp(-x)),
+    "gelu": _gelu_dphi,
+    "linear": np.ones_like,
+}

@@ -95,6 +95,8 @@ class Config:
         "speed: widths are padded to buckets of max(bucket_min, next power of two) units, one program for all"))
     fast_grad: bool = field(default=True, metadata=_h(
         "speed: closed-form gradient for the ReLU / depth-1 / linear-discriminator game (autodiff otherwise)"))
+    block_max: int = field(default=1024, metadata=_h(
+        "speed (fast path): at most this many units per block; wider widths run as several blocks"))
     devices: int = field(default=1, metadata=_h("speed: split the buckets over this many local devices (0 = all)"))
     out_dir: str = field(default="results/width-sweep", metadata=_h("output directory"))
     # -- verdict thresholds and ranges (pinned in sims/width_sweep.toml before the runs) --
@@ -137,6 +139,10 @@ class Config:
             raise ConfigError(f"steps ({self.steps}) must be a multiple of record_every ({self.record_every})")
         self.scheme_obj  # validates scheme/order/n_disc
         self.spec(self.widths[0])  # validates the game options
+        positive_int("bucket_min", self.bucket_min)
+        positive_int("block_max", self.block_max)
+        if not isinstance(self.devices, int) or self.devices < 0:
+            raise ConfigError(f"devices must be 0 (all local devices) or a positive count, got {self.devices!r}")
 
     @property
     def scheme_obj(self) -> Scheme:
@@ -158,9 +164,44 @@ class Results:
 
 
 # -- data ------------------------------------------------------------------------------------
+@lru_cache(maxsize=8)
+def _teacher_program(m: int, d: int, n_samples: int, width: int, phi: str, depth: int):
+    """jit of :func:`teacher_data` with bit-identical results (optimization barriers between
+    the ops keep XLA from fusing and reassociating them, so every op rounds as in the
+    op-by-op original; the divisors √d, √k are runtime values for the same reason)."""
+    act = activation(phi)
+    B = jax.lax.optimization_barrier  # op-by-op rounding, as the eager original
+
+    def program(key, sqrt_d, sqrt_k):
+        kv, kw, kz = jax.random.split(key, 3)
+        kv2, _, _ = jax.random.split(kv, 3)              # MeanMatching.create: V from the first key
+        k1, k2 = jax.random.split(kw)                    # MeanMatching.init
+        L = max(m * width, width * d, n_samples * d)     # one threefry + erfinv for the three draws
+        g = B(jax.vmap(lambda kk: jax.random.normal(kk, (L,)))(jnp.stack([kv2, k1, kz])))
+        V = B(g[0, : m * width].reshape(m, width))
+        W = B(g[1, : width * d].reshape(width, d) / sqrt_d)
+        z = B(g[2, : n_samples * d].reshape(n_samples, d))
+        h = B(act(B(z @ B(W.T))))
+        if depth == 2:
+            W2 = B(jax.random.normal(k2, (width, width)))
+            h = B(act(B(B(h @ B(W2.T)) / sqrt_k)))
+        return B(h @ B(V.T)) / sqrt_k
+
+    return jax.jit(program)
+
+
+def _teacher(config: Config) -> np.ndarray:
+    prog = _teacher_program(config.m, config.d, config.n_data, config.teacher_width, config.phi, config.depth)
+    dt = jnp.float64 if config.x64 else jnp.float32
+    return np.asarray(prog(jax.random.PRNGKey(config.data_seed), jnp.asarray(np.sqrt(config.d), dt),
+                           jnp.asarray(np.sqrt(config.teacher_width), dt)))
+
+
 def load_data(config: Config) -> np.ndarray:
     """The (N, m) data array: the teacher's samples or the user's file."""
     if config.data == "teacher":
+        if config.depth == 1:  # one compiled program, bit-identical to the op-by-op teacher_data (tested)
+            return _teacher(config)
         x = teacher_data(jax.random.PRNGKey(config.data_seed), config.m, config.d, config.n_data,
                          width=config.teacher_width, phi=config.phi, depth=config.depth)
         return np.asarray(x)
@@ -232,17 +273,15 @@ def bucket_size(k: int, bucket_min: int) -> int:
     return max(bucket_min, 1 << (int(k) - 1).bit_length())
 
 
-def _instance_keys(config: Config, widths: tuple[int, ...]) -> jax.Array:
-    """Key of (width k, seed s) = fold_in(fold_in(PRNGKey(seed), k), s), shape (len(widths), seeds, 2)."""
-    base = jax.random.PRNGKey(config.seed)
-    ks = jnp.asarray(widths, jnp.uint32)
-    ss = jnp.arange(config.seeds, dtype=jnp.uint32)
-    per_k = jax.vmap(lambda k: jax.random.fold_in(base, k))(ks)
+def _instance_keys(base: jax.Array, widths: jax.Array, seeds: int) -> jax.Array:
+    """Key of (width k, seed s) = fold_in(fold_in(base, k), s), shape (len(widths), seeds, 2)."""
+    ss = jnp.arange(seeds, dtype=jnp.uint32)
+    per_k = jax.vmap(lambda k: jax.random.fold_in(base, k))(widths)
     return jax.vmap(lambda kk: jax.vmap(lambda s: jax.random.fold_in(kk, s))(ss))(per_k)
 
 
 @lru_cache(maxsize=16)
-def _draws_program(m: int, d: int, n: int, p: int, kmax: int, disc: str, init_scale: float, psi: str):
+def _draws_program(m: int, d: int, n: int, p: int, kmax: int, disc: str, init_scale: float, psi: str, seeds: int):
     """jit of every instance's draws at fixed lengths (m·kmax for V, kmax·d for W).
 
     Per instance the same key tree as ``MeanMatching.create`` / ``init`` / the run:
@@ -251,21 +290,28 @@ def _draws_program(m: int, d: int, n: int, p: int, kmax: int, disc: str, init_sc
     entries of the length-m·kmax draw are exactly ``normal(kv, (m, k))`` flattened (tested).
     """
 
+    lengths = {"V": m * kmax, "Z": n * d, "F": p * m}
+    L = max(lengths.values())
+
     def one(key: jax.Array, X: jax.Array):
         kg, ki, kr = jax.random.split(key, 3)
         kv, kz, kf = jax.random.split(kg, 3)
         k1, k2 = jax.random.split(ki)
-        out = {"V": jax.random.normal(kv, (m * kmax,)), "Z": jax.random.normal(kz, (n, d)),
+        # one threefry + erfinv for V, Z, F (a prefix of a length-L draw = the shorter draw); W
+        # keeps its own draw: XLA folds init_scale/√d into that fusion, and so did the old program
+        g = jax.vmap(lambda kk: jax.random.normal(kk, (L,)))(jnp.stack([kv, kz, kf]))
+        out = {"V": g[0, : lengths["V"]], "Z": g[1, : lengths["Z"]].reshape(n, d),
                "W": init_scale * jax.random.normal(k1, (kmax * d,)) / np.sqrt(d), "k2": k2, "kr": kr}
         if disc == "random_features":
-            F = jax.random.normal(kf, (p, m))
+            F = g[2, : lengths["F"]].reshape(p, m)
             out["F"] = F
             out["xbar"] = jnp.mean(activation(psi)(X @ F.T) / np.sqrt(p), axis=0)
         else:
             out["xbar"] = jnp.mean(X, axis=0)
         return out
 
-    return jax.jit(jax.vmap(jax.vmap(one, in_axes=(0, None)), in_axes=(0, None)))
+    per_instance = jax.vmap(jax.vmap(one, in_axes=(0, None)), in_axes=(0, None))
+    return jax.jit(lambda seed, widths, X: per_instance(_instance_keys(jax.random.PRNGKey(seed), widths, seeds), X))
 
 
 @lru_cache(maxsize=64)
@@ -284,9 +330,9 @@ def draws(config: Config, widths: tuple[int, ...], data: np.ndarray) -> dict[int
     """
     kmax = max(widths)
     prog = _draws_program(config.m, config.d, config.n, config.p, kmax, config.disc,
-                          config.spec(kmax).init_scale, config.psi)
+                          config.spec(kmax).init_scale, config.psi, config.seeds)
     X = jnp.asarray(data, dtype=jnp.float64 if config.x64 else jnp.float32)
-    out = jax.device_get(prog(_instance_keys(config, widths), X))
+    out = jax.device_get(prog(config.seed, np.asarray(widths, np.uint32), X))
     per: dict[int, dict[str, np.ndarray]] = {}
     for i, k in enumerate(widths):
         S = config.seeds
@@ -399,35 +445,181 @@ def _spectra_autodiff(spec: MeanMatchingSpec):
     return jax.jit(jax.vmap(one, in_axes=(0, 0, None, 0 if spec.disc != "linear" else None, 0)))
 
 
-def _split(buckets: list[tuple[int, list[int]]], n_groups: int, seeds: int) -> list[list[tuple[int, list[int]]]]:
-    """Greedy balance of buckets over devices by work (K × instances), largest first."""
-    groups: list[list] = [[] for _ in range(n_groups)]
-    load = [0] * n_groups
-    for b in sorted(buckets, key=lambda b: -b[0] * len(b[1])):
+# -- fast path: SGD, simultaneous GDA, depth 1, linear discriminator, V fixed, full batch -------
+def _fast_path(config: Config) -> bool:
+    """The default game family, run as unit blocks with its closed-form gradient (see _block_program)."""
+    return (config.fast_grad and config.optimizer == "sgd" and config.scheme == "simultaneous"
+            and config.depth == 1 and config.disc == "linear" and not config.train_v and config.batch_size is None)
+
+
+@lru_cache(maxsize=16)
+def _block_program(phi: str, mu: float, eta: float, steps: int, record_every: int, n_inst: int):
+    """jit of simultaneous GDA with SGD for every (width, seed) instance at once, units in blocks.
+
+    Every instance's k hidden units are cut into blocks of U units (the last one zero-padded),
+    so all widths share one shape and one compiled program. Block b belongs to instance
+    i(b); with W_b ∈ R^{d×U}, V_b ∈ R^{m×U}, Z_b = Z_{i(b)}, the closed forms are (eq. V):
+
+        h̄_b = mean_j φ(W_bᵀ z_j),  f_i = Σ_{b∈i} V_b h̄_b / √k_i,  r_i = f_i − x̄_i,
+        ∇_d h = r − d,  ∇_{W_b} h = Z_bᵀ φ'(Z_b W_b) diag(V_bᵀ d_{i(b)}) / (n √k_i).
+
+    Padded units have zero W and V columns, so their gradient is exactly zero and they stay
+    zero. Sums over an instance's blocks are segment sums (a NaN stays in its instance).
+    """
+    act = activation(phi)
+    dact = (lambda x: (x > 0)) if phi == "relu" else jax.vmap(jax.grad(act))
+    seg_sum = lambda x, seg: jax.ops.segment_sum(x, seg, num_segments=n_inst, indices_are_sorted=True)
+
+    def program(W0, D0, Zb, Vb, xbar, sqrt_k, seg):
+        n = Zb.shape[1]
+        scale_b = 1.0 / (n * sqrt_k[seg])                               # (B,)
+
+        def residual(W):
+            pre = jnp.einsum("bnd,bdu->bnu", Zb, W)
+            hbar = jnp.mean(act(pre), axis=1)                          # (B, U)
+            f = seg_sum(jnp.einsum("bmu,bu->bm", Vb, hbar), seg) / sqrt_k[:, None]
+            return f - xbar, pre
+
+        def step(carry, _):
+            W, D = carry
+            r, pre = residual(W)
+            c = jnp.einsum("bmu,bm->bu", Vb, D[seg]) * scale_b[:, None]   # (B, U)
+            if phi == "relu":
+                A = jnp.einsum("bnd,bnu->bdu", Zb, (pre > 0).astype(W.dtype))
+            else:
+                A = jnp.einsum("bnd,bnu->bdu", Zb, dact(pre.reshape(-1)).reshape(pre.shape))
+            return (W - mu * (A * c[:, None, :]), D + eta * (r - D)), None
+
+        def record(W, D):
+            r, _ = residual(W)
+            bad = seg_sum(jnp.sum(~jnp.isfinite(W), axis=(1, 2)).astype(W.dtype), seg)
+            return {"residual": jnp.linalg.norm(r, axis=1), "disc_norm": jnp.linalg.norm(D, axis=1),
+                    "finite": (bad == 0) & jnp.all(jnp.isfinite(D), axis=1)}
+
+        def chunk(carry, _):
+            carry, _ = jax.lax.scan(step, carry, None, length=record_every)
+            return carry, record(*carry)
+
+        first = record(W0, D0)
+        (W, D), recs = jax.lax.scan(chunk, (W0, D0), None, length=steps // record_every)
+        recs = {key: jnp.concatenate([first[key][None], recs[key]]).T for key in recs}
+        moved = seg_sum(jnp.sum((W - W0) ** 2, axis=(1, 2)), seg)
+        movement = jnp.sqrt(moved / seg_sum(jnp.sum(W0 ** 2, axis=(1, 2)), seg))
+        return recs, movement
+
+    return jax.jit(program)
+
+
+def block_size(k: int, config: Config) -> int:
+    """Units per block of width k: its bucket size, capped at ``block_max`` (wider widths use several blocks)."""
+    return min(bucket_size(k, config.bucket_min), max(config.block_max, config.bucket_min))
+
+
+@lru_cache(maxsize=16)
+def _blocks_jit(phi: str, mu: float, eta: float, steps: int, record_every: int, n_insts: tuple[int, ...]):
+    """One jit over the block groups (one group per block size)."""
+    progs = [_block_program(phi, mu, eta, steps, record_every, n) for n in n_insts]
+    return jax.jit(lambda args: [p(*a) for p, a in zip(progs, args)])
+
+
+def _run_blocks(config: Config, widths: tuple[int, ...], inst: dict[int, dict[str, np.ndarray]], device=None):
+    """Launch the fast path for ``widths`` (one program); returns (group widths, device outputs)."""
+    dt = np.float64 if config.x64 else np.float32
+    S = config.seeds
+    by_u: dict[int, list[int]] = {}
+    for k in widths:
+        by_u.setdefault(block_size(k, config), []).append(k)
+    groups = sorted(by_u.items())
+    all_args = []
+    for U, ks in groups:
+        Wb, Vb, Zb, seg, xbar, sqrt_k = [], [], [], [], [], []
+        i = 0
+        for k in ks:
+            nb = -(-k // U)
+            for s in range(S):
+                W = _pad(inst[k]["W"][s].T, 1, nb * U)                          # (d, nb·U)
+                V = _pad(inst[k]["V"][s], 1, nb * U)                            # (m, nb·U)
+                Wb.append(W.reshape(config.d, nb, U).transpose(1, 0, 2))
+                Vb.append(V.reshape(config.m, nb, U).transpose(1, 0, 2))
+                Zb.append(np.broadcast_to(inst[k]["Z"][s], (nb, config.n, config.d)))
+                seg.append(np.full(nb, i, np.int32))
+                xbar.append(inst[k]["xbar"][s])
+                sqrt_k.append(np.sqrt(k))
+                i += 1
+        args = (np.concatenate(Wb).astype(dt), np.zeros((i, config.m), dt), np.concatenate(Zb).astype(dt),
+                np.concatenate(Vb).astype(dt), np.stack(xbar).astype(dt), np.asarray(sqrt_k, dt), np.concatenate(seg))
+        all_args.append(jax.device_put(args, device) if device is not None else args)
+    prog = _blocks_jit(config.phi, config.mu, config.eta, config.steps, config.record_every,
+                       tuple(len(ks) * S for _, ks in groups))
+    return [ks for _, ks in groups], prog(all_args)
+
+
+def _block_records(config: Config, launched) -> dict[int, tuple[dict, np.ndarray]]:
+    group_widths, out = launched
+    steps = np.arange(0, config.steps + 1, config.record_every)
+    res = {}
+    for ks, (recs, movement) in zip(group_widths, jax.device_get(out)):
+        for j, k in enumerate(ks):
+            sl = slice(j * config.seeds, (j + 1) * config.seeds)
+            r = {key: v[sl] for key, v in recs.items()}
+            r["step"] = np.broadcast_to(steps, r["residual"].shape)
+            res[k] = (r, movement[sl])
+    return res
+
+
+def _split(items: list[tuple[int, Any]], n_groups: int) -> list[list[Any]]:
+    """Greedy balance of (work, payload) items over n_groups, largest first; empty groups dropped."""
+    groups: list[list] = [[] for _ in range(max(n_groups, 1))]
+    load = [0] * len(groups)
+    for work, payload in sorted(items, key=lambda it: -it[0]):
         i = int(np.argmin(load))
-        groups[i].append(b)
-        load[i] += b[0] * len(b[1]) * seeds
+        groups[i].append(payload)
+        load[i] += work
     return [g for g in groups if g]
 
 
 def run_widths(config: Config, widths: tuple[int, ...], data: np.ndarray) -> dict[int, tuple[list[dict], list[dict]]]:
-    """All seeds of all ``widths`` in one compiled program (or one per device): {k: (rows, curves)}."""
+    """All seeds of all ``widths`` in one compiled program (one per device with ``devices``): {k: (rows, curves)}.
+
+    One small program draws every instance; padding and the J₀J₀ᵀ spectra are host-side;
+    the runs are one program: the unit-block fast path (SGD, simultaneous GDA, depth 1,
+    linear discriminator, V fixed, full batch; closed-form gradient) or, for every other
+    option, width buckets vmapped over instances with autodiff and the optax optimizers.
+    """
     widths = tuple(dict.fromkeys(widths))
     inst = draws(config, widths, data)
     dt = jnp.float64 if config.x64 else jnp.float32
-    by_size: dict[int, list[int]] = {}
-    for k in widths:
-        by_size.setdefault(bucket_size(k, config.bucket_min), []).append(k)
-    buckets = sorted(by_size.items())
     devs = jax.local_devices()
-    n_dev = min(config.devices or len(devs), len(devs), len(buckets))
-    groups = _split(buckets, n_dev, config.seeds) if n_dev > 1 else [buckets]
+    n_dev = len(devs) if config.devices == 0 else min(config.devices, len(devs))
+    if _fast_path(config):
+        groups = _split([(bucket_size(k, config.bucket_min), k) for k in widths], n_dev)
+        groups = [tuple(k for k in widths if k in g) for g in groups]
 
-    def launch(i: int, group):
-        dev = devs[i]
-        X = jax.device_put(jnp.asarray(data, dt), dev)
-        args = [jax.device_put(_bucket_args(config, ks, inst, K, X), dev) for K, ks in group]
-        return _sweep_program(config, tuple(K for K, _ in group))(args)
+        def launch(i: int, group):
+            return _run_blocks(config, group, inst, devs[i])
+
+        def collect(group, out):
+            return _block_records(config, out)
+    else:
+        by_size: dict[int, list[int]] = {}
+        for k in widths:
+            by_size.setdefault(bucket_size(k, config.bucket_min), []).append(k)
+        groups = _split([(K * len(ks), (K, ks)) for K, ks in by_size.items()], n_dev)
+        groups = [sorted(g) for g in groups]
+
+        def launch(i: int, group):
+            dev = devs[i]
+            X = jax.device_put(jnp.asarray(data, dt), dev)
+            args = [jax.device_put(_bucket_args(config, ks, inst, K, X), dev) for K, ks in group]
+            return _sweep_program(config, tuple(K for K, _ in group))(args)
+
+        def collect(group, out):
+            res = {}
+            for (K, ks), (recs, movement) in zip(group, jax.device_get(out)):
+                for j, k in enumerate(ks):
+                    sl = slice(j * config.seeds, (j + 1) * config.seeds)
+                    res[k] = ({key: v[sl] for key, v in recs.items()}, movement[sl])
+            return res
 
     if len(groups) == 1:
         outs = [launch(0, groups[0])]
@@ -436,13 +628,11 @@ def run_widths(config: Config, widths: tuple[int, ...], data: np.ndarray) -> dic
 
         with ThreadPoolExecutor(len(groups)) as pool:
             outs = list(pool.map(lambda ig: launch(*ig), enumerate(groups)))
-    eig = {k: _spectra(config, k, inst[k], data) for k in widths}
+    eig = {k: _spectra(config, k, inst[k], data) for k in widths}  # host-side while the program runs
     result: dict[int, tuple[list[dict], list[dict]]] = {}
     for group, out in zip(groups, outs):
-        for (K, ks), (recs, movement) in zip(group, jax.device_get(out)):
-            for j, k in enumerate(ks):
-                sl = slice(j * config.seeds, (j + 1) * config.seeds)
-                result[k] = _rows(config, k, {key: v[sl] for key, v in recs.items()}, eig[k], movement[sl])
+        for k, (recs, movement) in collect(group, out).items():
+            result[k] = _rows(config, k, recs, eig[k], movement)
     return {k: result[k] for k in widths}
 
 
