@@ -30,7 +30,7 @@ import numpy as np
 import optax
 
 from overparam import dynamics, records
-from overparam.bridge import losses, nets, sharding
+from overparam.bridge import distributed, losses, nets, sharding
 from overparam.bridge.checkpoints import Checkpoints, data_fingerprint, tree_digest
 from overparam.bridge.config import TrainConfig, core_config
 from overparam.bridge.game import fixed_latent_set
@@ -57,16 +57,17 @@ class _Program(NamedTuple):
 def _program(core: TrainConfig, resolution: int, channels: int, opt_gen=None, opt_disc=None) -> _Program:
     gan = nets.make_gan(core.arch, resolution, channels, core.width, core.latent_dim, core.sn_d, core.sn_g)
     opt_g, opt_d = make_optimizers(core, opt_gen, opt_disc)
-    mesh = sharding.local_mesh(core.devices)
+    mesh = sharding.data_mesh(core.devices)  # global over every process's devices under jax.distributed
 
     def advance(state, data, latents, n_steps):
         step = make_train_step(gan, core, opt_g, opt_d, data, latents, mesh)
         return dynamics.run(step, state, jax.random.PRNGKey(0), n_steps, core.log_every, record_metrics)
 
     donate = (0,) if jax.default_backend() != "cpu" else ()
-    advance_jit = jax.jit(advance, static_argnums=(3,), donate_argnums=donate)
+    advance_jit = jax.jit(advance, static_argnums=(3,), donate_argnums=donate,
+                          out_shardings=sharding.replicated(mesh))  # every process can read state and records
 
-    @jax.jit
+    @functools.partial(jax.jit, out_shardings=sharding.replicated(mesh))
     def generate(params, g_state, z):
         return nets.apply(gan.G, params, g_state, z, train=False)[0]
 
@@ -177,6 +178,8 @@ class Trainer:
         self.program = _program(self.core, res, ch, opt_gen, opt_disc)
         self.gan = self.program.gan
         self._params = _check_params(self.gan, config.seed, params)
+        if self._params is not None:
+            self._params = sharding.replicate(self._params, self.program.mesh)
         self.init_digest = None if params is None else tree_digest(jax.tree_util.tree_leaves(self._params))
         sharding.check_batch(self.program.mesh, config.batch_size)
         self.fingerprint = data_fingerprint(self.data)
@@ -322,7 +325,7 @@ class Trainer:
         }
 
     def _write_outputs(self) -> None:
-        if self.out is None:
+        if self.out is None or not distributed.is_primary():  # several processes: process 0 writes
             return
         lines = "".join(json.dumps(records.to_jsonable(r)) + "\n" for r in self.records)
         records.atomic_write_text(self.out / "log.jsonl", lines)
@@ -357,7 +360,7 @@ class Trainer:
             return self.summary()
         self.status = "running"
         bar = None
-        if progress:
+        if progress and distributed.is_primary():
             from tqdm.auto import tqdm
 
             bar = tqdm(total=target, initial=self.step, desc=f"train {cfg.arch}", leave=False, dynamic_ncols=True)
