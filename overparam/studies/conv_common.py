@@ -104,3 +104,56 @@ def pixel_nn_summary(generated: np.ndarray, train: np.ndarray) -> dict[str, floa
     from overparam.metrics.nn import pixel_l1_distances, summarize_nn
 
     return {f"pixel_{k}": v for k, v in summarize_nn(pixel_l1_distances(generated, train, quantize=True)).items()}
+
+
+# -- training to a plateau (issue 8: stochasticity and conv-width-sweep protocols) -----------------
+def scores_so_far(trainer: Any) -> tuple[list[int], list[float]]:
+    """(steps, scores) of the trainer's ``score_fn`` evaluations up to its current step, in order."""
+    pts = sorted((int(s["step"]), float(s["score"])) for s in trainer.scores if int(s["step"]) <= trainer.step)
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def train_until_plateau(trainer: Any, max_steps: int, every: int, window: int, rel_tol: float,
+                        progress: bool = False) -> dict[str, Any]:
+    """Advance ``trainer`` ``every`` generator steps at a time until its scores plateau, it reaches
+    ``max_steps`` (scored there too, also when it is not a multiple of ``every``), or it diverges; returns ``{"stop": "plateau" | "max" | "diverged", "stop_step",
+    "plateau_step"}``.
+
+    The trainer must checkpoint (and so call its ``score_fn``) every ``every`` steps
+    (``config.ckpt_every == every``) with ``config.steps >= max_steps``. The rule
+    (:func:`overparam.claims.plateau_index`): with s_1, s_2, … the scores at steps every, 2·every, …
+    the run stops at the first i ≥ window with max − min ≤ rel_tol · mean|s| over s_{i−window} … s_i.
+    A resumed trainer keeps the scores committed with its checkpoint, so a run that had already
+    plateaued stops at once (and a longer budget continues a run that stopped at its maximum)."""
+    from overparam.claims import plateau_index
+
+    if trainer.config.ckpt_every != every or trainer.config.steps < max_steps:
+        raise ConfigError(f"train_until_plateau needs a trainer that checkpoints every {every} steps and runs to "
+                          f">= {max_steps} steps (got ckpt_every={trainer.config.ckpt_every}, "
+                          f"steps={trainer.config.steps})")
+    while True:
+        steps, vals = scores_so_far(trainer)
+        p = plateau_index(vals, window, rel_tol) if vals else None
+        if p is not None:
+            return {"stop": "plateau", "stop_step": trainer.step, "plateau_step": steps[p]}
+        if trainer.status == "diverged":
+            return {"stop": "diverged", "stop_step": trainer.step, "plateau_step": None}
+        if trainer.step >= max_steps:
+            return {"stop": "max", "stop_step": trainer.step, "plateau_step": None}
+        trainer.train(stop_at=min((trainer.step // every + 1) * every, max_steps), progress=progress)
+
+
+def heldout_split(data: str, path: str | None, n: int, seed: int, resolution: int | None,
+                  n_ref: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(train, held-out): the seeded training subset of ``n`` images — exactly
+    ``load_dataset(data, path, n=n, seed=seed)``, i.e. ``default_rng(seed).permutation(N)[:n]`` — and
+    the next ``n_ref`` images of the same permutation (default n; fewer if the set is smaller;
+    possibly none), real images that are never trained on."""
+    from overparam.bridge.data import load_dataset, subset_indices
+
+    every = load_dataset(data, path, n=None, seed=seed, resolution=resolution)
+    perm = subset_indices(len(every), len(every), seed)
+    if n > len(every):
+        raise ConfigError(f"asked for n={n} images but the data set holds only {len(every)}; use n <= {len(every)}")
+    k = n if n_ref is None else n_ref
+    return every[perm[:n]], every[perm[n:n + k]]

@@ -1,49 +1,62 @@
-"""Stochasticity vs overfitting and mode drop on a conv GAN (Yazici et al. 2020, Table 1).
+"""Stochasticity vs overfitting and mode drop on a conv GAN (Yazici et al. 2020, Table 1), as a
+pre-registered protocol with verdicts (issue 8).
 
 Setting of the paper (section 4): a fixed latent set Z = {z_1..z_n} ~ N(0, I), one code per
 training image (k = n); alternating GDA with one D step then one G step (1:1, D first); the
-non-saturating loss; Adam(1e-4, beta1 = 0, beta2 = 0.9) for both players; spectral
-normalization in D; an EMA of G's weights used for evaluation; the paper's DCGAN
-(``stoch_dcgan``). Two kinds of stochasticity, one at a time:
+non-saturating loss; Adam(lr, beta1 = 0, beta2 = 0.9) for both players; spectral normalization in D;
+an EMA of G's weights used for evaluation; the paper's DCGAN (``stoch_dcgan``). Two kinds of
+stochasticity, one at a time:
 
 * mini-batch size m = n/d for d in ``batch_divisors`` (m = n is deterministic full-batch GDA);
 * latent noise at batch n/``noise_divisor``: G(z + eps), eps ~ N(0, sigma^2 I) drawn afresh at every
-  step, sigma^2 = ``noise_var`` = 0.5. The paper writes eps ~ N(0, 0.5 I), i.e. 0.5 is the
-  variance (covariance 0.5 I; standard deviation sqrt(0.5) ~ 0.707), and so does this study.
+  step, sigma^2 = ``noise_var`` = 0.5 (the paper's N(0, 0.5 I): 0.5 is the variance).
 
-By default every run takes the same number of generator updates T = ``steps`` (one D update
-each), so a run with batch m sees T m / n epochs (the table's ``epochs`` column) and the batch
-trend mixes gradient noise with less training (the summary says so); ``budget = "epochs"`` gives
-every run the epochs of the largest-batch run instead (T m_max / m updates at batch m). After training, the EMA
-generator's images g_j = G(z_j) of the n fixed codes (no noise, as in the paper's inference)
-are compared with the n training images x_i by 1-NN distances
-(:mod:`overparam.metrics.nn`): overfitting o_j = min_i d(g_j, x_i) (precision side), mode drop
-r_i = min_j d(g_j, x_i) (recall side); each reported as the average, the mean of the worst
-10 % and of the worst 5 %. d is the pixel L1 distance on [0, 255] per pixel and channel (the
-scale of the paper's Table 1; both image sets quantized to 8-bit levels, as saved), and the
-Euclidean distance in a feature space: the built-in digits classifier's 128-d features for
-digits / mnist5k (overparam.bridge.classifier), Inception pool3 features when an
-Inception weights file is given (the paper's choice), otherwise none.
+**Training to a plateau.** Every ``eval_every`` * m_max / m generator updates (the same number of
+epochs for every batch m; m_max the largest batch) the EMA generator's images
+g_j = G(z_j) of the n fixed codes (no noise, as in the paper's inference) are compared with the n
+training images x_i by 1-NN distances (:mod:`overparam.metrics.nn`): overfitting o_j = min_i d(g_j, x_i)
+(generated -> nearest training), mode drop r_i = min_j d(g_j, x_i) (training -> nearest generated);
+each reported as the average, the mean of the worst 10 % and of the worst 5 %; d = pixel L1 on
+[0, 255] per pixel and channel (Table 1's scale; both sets quantized to 8 bits) and, where a feature
+extractor exists, the Euclidean distance in the digits classifier's 128-d features (Inception pool3
+with ``--inception-weights``). A run stops at the first evaluation where the pixel overfitting
+average has plateaued (:func:`overparam.claims.plateau_index` with ``plateau_window`` and
+``plateau_rel_tol``: max - min <= rel_tol * mean over the last window + 1 evaluations) or at its
+maximum number of updates (conv_common.train_until_plateau); the table says which (``stop``).
 
-Presets (``preset``): "small" (digits, n = 256, width 1/32, latent 64, m = n, n/4, n/16, n/64,
-noise at m = n, 2,000 generator steps, EMA decay 0.99; a few minutes on 2 CPU cores) and "paper"
-(n = 12,800 images at 32x32, width 1, latent 512, m = 3,200/800/200/50 = n/4 ... n/256 and the
-noise run at 3,200 as in the paper, which used m = 3,200 as its stand-in for full batch; 50,000
-generator steps and EMA decay 0.999, our choices: the paper trains "till convergence of our
-metrics" and gives no decay). The EMA starts at the initial weights, which keep weight decay^T
-after T steps (0.999^2000 = 0.14), hence the shorter EMA of the small preset; "auto" picks "paper" for
-cifar10 / celeba / folder / npz and "small" for digits / mnist5k. Any field left at none takes
-the preset's value; e.g. ``--data cifar10 --path DIR`` runs the paper's setting on a GPU. A folder or
-.npz of one's own has no preset size: it needs ``--n``. Presets, the paper's train config, curve
-rows and the 1-NN statistics are shared with conv-width-sweep (overparam.studies.conv_common,
-overparam.metrics.nn).
+**Budgets.** ``steps`` is the maximum number of updates of the largest batch m_max. A smaller batch
+m is run under two labelled budgets (``budget = "both"``): *equal updates* (at most ``steps``
+updates: fewer epochs than m_max) and *equal epochs* (at most steps * m_max / m updates); the second
+continues the first run's trainer (same trajectory), so it costs only the extra updates. The
+noise run follows its noise-free counterpart at the same m (equal updates, as in the paper).
 
-The trend checked (the paper's claim): more stochasticity -> larger 1-NN distances both ways.
-From the table: Spearman's rank correlation between m and each distance statistic over the
-noise-free runs (negative = smaller batches are farther) and the ratio noisy / noise-free at the
-same m. Writes table.csv, curves.csv, results.json, manifest.json, train.npz,
-samples/<run>.npz (uint8 images, so the table can be recomputed), nn_overfitting.png/.pdf,
-nn_mode_drop.png/.pdf and curves.png/.pdf."""
+**Real-image baseline.** Next to the table: the same statistics for n real images that are NOT in
+the training subset (the next n of the seeded permutation) against the training subset; every row
+gets its ratio to it (``*_ratio``). A memorizing generator is far below 1.
+
+**Verdicts** (``overparam.claims``; thresholds pinned in sims/stochasticity.toml before the runs;
+``seeds`` are held out, ``tuning_seeds`` were used to choose n, lr and the budget; both recorded):
+
+* memorization check: mean over seeds of (full-batch pixel overfitting avg / baseline), bootstrap
+  95 % interval over seeds, below ``memorization_ratio``. It gates the others: if the full batch
+  does not memorize, every arm verdict is ``inconclusive`` with that reason;
+* batch arm, per smaller m and budget and side (overfitting, mode drop): mean over seeds of the
+  per-seed ratio (batch m / full batch) of the pixel average, above ``effect_ratio`` (smaller batch ->
+  larger distances); under equal epochs the smaller-batch runs must have plateaued;
+* latent-noise arm, per side: mean ratio noisy / noise-free at the same m, above ``effect_ratio``.
+Every arm needs the full-batch runs to have plateaued ("runs not converged" otherwise).
+
+Presets: "small" (digits 8x8, n = 64, width 1/32, latent 64, m = 64 and 16, noise at m = 64, at most
+10,000 updates of m = 64, lr 4e-4, EMA 0.99; the default: about 15 minutes on an idle 2-core machine
+for 3 seeds), "full" (the full table on digits: m = 64, 16, 4 under both budgets, 5 seeds; hours of
+CPU, documented in docs/stochasticity.md, not run here) and "paper" (n = 12,800 at 32x32, width 1,
+latent 512, m = 3,200/800/200/50 and the noise run at 3,200; for a GPU). "auto" picks "paper" for
+cifar10 / celeba / folder / npz and "small" otherwise. Fields left at none take the preset's value.
+
+Writes table.csv (one row per seed and run), curves.csv (losses, singular values), nn_curves.csv
+(the 1-NN statistics at every evaluation), baseline.csv, results.json (rows, baselines, ``verdicts``,
+tuning and held-out seeds), manifest.json, train.npz, samples/<seed>_<run>.npz (uint8),
+nn_overfitting.png/.pdf, nn_mode_drop.png/.pdf (first seed) and curves.png/.pdf."""
 from __future__ import annotations
 
 import dataclasses
@@ -57,6 +70,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from overparam import claims
 from overparam.errors import ConfigError, finite_positive, one_of, positive_int, require
 from overparam.metrics.pixels import to_uint8
 from overparam.studies import common, conv_common
@@ -67,15 +81,22 @@ NAME = "stochasticity"
 DESCRIPTION = __doc__
 
 FEATURES = ("auto", "classifier", "inception", "none")
+BUDGETS = ("both", "updates", "epochs")
 PRESETS: dict[str, dict[str, Any]] = {
-    "small": {"n": 256, "width": 1 / 32, "latent_dim": 64, "steps": 2000, "batch_divisors": (1, 4, 16, 64),
-              "noise_divisor": 1, "log_every": 50, "resolution": None, "ema_decay": 0.99, "ckpt_every": 0},
+    "small": {"n": 64, "width": 1 / 32, "latent_dim": 64, "steps": 10000, "batch_divisors": (1, 4),
+              "noise_divisor": 1, "log_every": 100, "eval_every": 500, "resolution": None, "ema_decay": 0.99,
+              "lr": 4e-4},
+    "full": {"n": 64, "width": 1 / 32, "latent_dim": 64, "steps": 16000, "batch_divisors": (1, 4, 16),
+             "noise_divisor": 1, "log_every": 100, "eval_every": 1000, "resolution": None, "ema_decay": 0.99,
+             "lr": 4e-4},
     "paper": {"n": 12800, "width": 1.0, "latent_dim": 512, "steps": 50000, "batch_divisors": (4, 16, 64, 256),
-              "noise_divisor": 4, "log_every": 500, "resolution": 32, "ema_decay": 0.999, "ckpt_every": 5000},
+              "noise_divisor": 4, "log_every": 500, "eval_every": 2500, "resolution": 32, "ema_decay": 0.999,
+              "lr": 1e-4},
 }
-NOISE_MARGIN = 0.05  # see trend()
 STATS = ("overfitting_avg", "overfitting_worst10", "overfitting_worst5",
          "mode_drop_avg", "mode_drop_worst10", "mode_drop_worst5")
+PLATEAU_STAT = "pixel_overfitting_avg"
+SIDES = ("overfitting", "mode_drop")
 
 
 @dataclass(frozen=True)
@@ -84,34 +105,45 @@ class Config:
 
     data: str = field(default="digits", metadata=_h("data set: " + ", ".join(DATASETS)))
     path: str | None = field(default=None, metadata=_h("data location (cifar10, celeba, folder, npz)"))
-    preset: str = field(default="auto", metadata=_h("small, paper, or auto (paper for cifar10/celeba/folder/npz)"))
-    n: int | None = field(default=None, metadata=_h("training images n = fixed latent codes (preset: 256 / 12800)"))
+    preset: str = field(default="auto", metadata=_h("small, full, paper, or auto (paper for "
+                                                    "cifar10/celeba/folder/npz, small otherwise)"))
+    n: int | None = field(default=None, metadata=_h("training images n = fixed latent codes (preset: 64 / 12800)"))
     resolution: int | None = field(default=None, metadata=_h("image side (preset: data's own / 32)"))
     batch_divisors: tuple[int, ...] | None = field(
-        default=None, metadata=_h("batch sizes m = n/d, comma-separated d (preset: 1,4,16,64 / 4,16,64,256)"))
+        default=None, metadata=_h("batch sizes m = n/d, comma-separated d (preset: 1,4 / 1,4,16 / 4,16,64,256)"))
     noise_var: float = field(default=0.5, metadata=_h("latent noise variance sigma^2: z + eps, eps ~ N(0, sigma^2 I) "
                                                       "(the paper's N(0, 0.5 I)); 0 = no noise run"))
-    noise_divisor: int | None = field(default=None, metadata=_h("batch of the noise run m = n/d (preset: 1 / 4)"))
-    steps: int | None = field(default=None, metadata=_h("generator updates per run, the same for every run "
-                                                        "(preset: 2000 / 50000)"))
-    budget: str = field(default="updates", metadata=_h("what is equal across runs: 'updates' (every run takes `steps` "
-                                                       "generator updates) or 'epochs' (every run sees the epochs of "
-                                                       "the largest-batch run: steps * m_max / m updates)"))
+    noise_divisor: int | None = field(default=None, metadata=_h("batch of the noise run m = n/d, one of the batch "
+                                                                "divisors (preset: 1 / 4)"))
+    steps: int | None = field(default=None, metadata=_h("maximum generator updates of the largest batch (and of "
+                                                        "every run under equal updates) (preset: 10000 / 50000)"))
+    budget: str = field(default="both", metadata=_h("budgets of the smaller batches: 'both' (equal updates and "
+                                                    "equal epochs, labelled), 'updates' or 'epochs'"))
+    eval_every: int | None = field(default=None, metadata=_h("1-NN evaluation (and checkpoint) every this many "
+                                                             "updates (preset: 500 / 2500)"))
+    plateau_window: int = field(default=4, metadata=_h("plateau rule: the last window+1 evaluations of the pixel "
+                                                       "overfitting average ..."))
+    plateau_rel_tol: float = field(default=0.15, metadata=_h("... vary by at most this fraction of their mean"))
+    memorization_ratio: float = field(default=0.5, metadata=_h("memorization check: full-batch overfitting avg / "
+                                                               "real-image baseline must lie below this"))
+    effect_ratio: float = field(default=1.1, metadata=_h("arm verdicts: stochastic / deterministic distance ratio "
+                                                         "must lie above this"))
+    n_boot: int = field(default=10000, metadata=_h("bootstrap resamples of the seeds"))
     arch: str = field(default="stoch_dcgan", metadata=_h("network (overparam.bridge.nets): stoch_dcgan, dcgan, resnet"))
     width: float | None = field(default=None, metadata=_h("width multiplier (preset: 1/32 / 1)"))
     latent_dim: int | None = field(default=None, metadata=_h("latent dimension (preset: 64 / 512)"))
-    lr: float = field(default=1e-4, metadata=_h("Adam learning rate of both players"))
+    lr: float | None = field(default=None, metadata=_h("Adam learning rate of both players (preset: 4e-4 on "
+                                                       "digits, chosen on the tuning seeds / 1e-4, the paper's)"))
     b1: float = field(default=0.0, metadata=_h("Adam beta1"))
     b2: float = field(default=0.9, metadata=_h("Adam beta2"))
     ema_decay: float | None = field(default=None, metadata=_h("decay of the generator's EMA, used for evaluation "
-                                                              "(preset: 0.99 / 0.999; the EMA starts at the "
-                                                              "initial weights, whose weight after T steps is "
-                                                              "decay^T)"))
-    seed: int = field(default=0, metadata=_h("seed of the data subset, initialization, latents and batches"))
+                                                              "(preset: 0.99 / 0.999)"))
+    seeds: tuple[int, ...] = field(default=(1000, 1001, 1002), metadata=_h(
+        "held-out evaluation seeds (each: data subset, initialization, latents, batches)"))
+    tuning_seeds: tuple[int, ...] = field(default=(100,), metadata=_h(
+        "seeds used to choose n, lr and the budget (recorded; must be disjoint from seeds; not run)"))
     log_every: int | None = field(default=None, metadata=_h("record losses and singular values every this many "
-                                                            "steps (preset: 50 / 500)"))
-    ckpt_every: int | None = field(default=None, metadata=_h("checkpoint each run every this many steps (multiple "
-                                                             "of log_every; 0 = only at the end; preset: 0 / 5000)"))
+                                                            "steps (preset: 100 / 500)"))
     features: str = field(default="auto", metadata=_h("feature space of the L2 1-NN: auto, classifier, inception, "
                                                       "none"))
     inception_weights: str | None = field(default=None, metadata=_h("FID Inception weights file (.pth or .npz) "
@@ -126,9 +158,9 @@ class Config:
 
     def __post_init__(self) -> None:
         one_of("data", self.data, DATASETS)
-        one_of("preset", self.preset, ("auto", "small", "paper"))
+        one_of("preset", self.preset, ("auto", *PRESETS))
         one_of("features", self.features, FEATURES)
-        one_of("budget", self.budget, ("updates", "epochs"))
+        one_of("budget", self.budget, BUDGETS)
         from overparam.bridge import nets
 
         one_of("arch", self.arch, nets.ARCHS)
@@ -138,7 +170,7 @@ class Config:
         r = self.resolved
         n = positive_int("n", r["n"])
         finite_positive("noise_var", self.noise_var, allow_zero=True)
-        require(len(r["batch_divisors"]) > 0, "batch_divisors is empty; give e.g. --batch-divisors 1,4,16,64")
+        require(len(r["batch_divisors"]) > 0, "batch_divisors is empty; give e.g. --batch-divisors 1,4")
         divisors = (*r["batch_divisors"], *((r["noise_divisor"],) if self.noise_var > 0 else ()))
         for d in divisors:
             positive_int("every batch divisor", d)
@@ -150,19 +182,27 @@ class Config:
             raise ConfigError(f"n = {n} is not divisible by {bad}; choose n a multiple of every batch divisor "
                               f"{sorted(set(divisors))} (e.g. {hint})")
         require(len(set(r["batch_divisors"])) == len(r["batch_divisors"]), "batch_divisors has duplicates")
-        for name in ("steps", "log_every", "latent_dim"):
+        if self.noise_var > 0:
+            require(r["noise_divisor"] in r["batch_divisors"],
+                    f"noise_divisor {r['noise_divisor']} must be one of the batch divisors {r['batch_divisors']} "
+                    "(the noise run is compared with the noise-free run at the same batch)")
+        for name in ("steps", "log_every", "latent_dim", "eval_every"):
             positive_int(name, r[name])
         finite_positive("width", r["width"])
-        finite_positive("lr", self.lr)
+        finite_positive("lr", r["lr"])
         require(0.0 <= self.b1 < 1.0 and 0.0 <= self.b2 < 1.0, f"b1, b2 must lie in [0, 1), got {self.b1}, {self.b2}")
         require(0.0 < r["ema_decay"] < 1.0, f"ema_decay must lie in (0, 1), got {r['ema_decay']}")
-        for rn in runs(self):
-            require(rn["steps"] % r["log_every"] == 0,
-                    f"run {rn['name']} takes {rn['steps']} steps, not a multiple of log_every ({r['log_every']}); "
-                    "change steps or log_every")
-        require(isinstance(r["ckpt_every"], int) and r["ckpt_every"] >= 0, "ckpt_every must be >= 0")
-        require(r["ckpt_every"] % r["log_every"] == 0,
-                f"ckpt_every ({r['ckpt_every']}) must be a multiple of log_every ({r['log_every']})")
+        require(r["eval_every"] % r["log_every"] == 0,
+                f"eval_every ({r['eval_every']}) must be a multiple of log_every ({r['log_every']})")
+        require(r["steps"] % r["log_every"] == 0,
+                f"steps ({r['steps']}) must be a multiple of log_every ({r['log_every']})")
+        positive_int("plateau_window", self.plateau_window)
+        finite_positive("plateau_rel_tol", self.plateau_rel_tol, allow_zero=True)
+        finite_positive("memorization_ratio", self.memorization_ratio)
+        finite_positive("effect_ratio", self.effect_ratio)
+        positive_int("n_boot", self.n_boot)
+        require(len(self.seeds) > 0, "seeds is empty; give e.g. --seeds 1000,1001,1002")
+        claims.check_disjoint(self.tuning_seeds, self.seeds)
         if self.nn_queries is not None:
             positive_int("nn_queries", self.nn_queries)
         positive_int("n_show", self.n_show)
@@ -191,50 +231,74 @@ class Config:
             return "classifier"
         return "inception" if self.inception_weights else "none"
 
+    def cell_config(self) -> "Config":
+        """The config a cell's content depends on: without the seed lists (a cell names its seed),
+        the verdict thresholds and the figure options, so adding a seed or re-reading the verdicts
+        reuses every finished run."""
+        return dataclasses.replace(self, seeds=(0,), tuning_seeds=(), memorization_ratio=1.0, effect_ratio=1.0,
+                                   n_boot=1, n_show=1)
+
 
 @dataclass
 class Results:
     config: Config
     resolved: dict[str, Any]
-    rows: list[dict[str, Any]]                 # one per run (the Table-1 rows)
-    curves: list[dict[str, Any]]               # one per run and recorded step
-    nn: dict[str, dict[str, list[int]]]        # run -> 1-NN indices shown in the figures
+    rows: list[dict[str, Any]]                 # one per seed and run (the Table-1 rows)
+    baselines: list[dict[str, Any]]            # one per seed: real held-out images vs the training subset
+    curves: list[dict[str, Any]]               # one per run and recorded step (losses, singular values)
+    nn_curves: list[dict[str, Any]]            # one per run and evaluation (1-NN statistics)
+    nn: dict[str, dict[str, list[int]]]        # run (first seed) -> 1-NN indices shown in the figures
     seconds: float
-    trend: dict[str, Any] = dataclasses.field(default_factory=dict)
+    verdicts: list[claims.Verdict] = dataclasses.field(default_factory=list)
     feature_note: str = ""
 
 
 # -- runs -------------------------------------------------------------------------------------
 def runs(config: Config) -> list[dict[str, Any]]:
-    """The runs: one per batch divisor (no noise), then the noise run (if noise_var > 0)."""
+    """The runs of one seed, in training order: per batch divisor (no noise) the largest batch once
+    (budget "both": equal updates = equal epochs), a smaller batch under "updates" (at most ``steps``
+    updates) then "epochs" (at most steps * m_max / m, continuing the same trainer), as ``budget``
+    says; then the noise run at m = n / noise_divisor with its noise-free counterpart's budgets.
+    ``steps`` is a run's maximum; ``trainer`` names the trainer folder it shares; ``eval_every`` is
+    the evaluation cadence eval_every * m_max / m updates, the same number of epochs for every m, so
+    the plateau rule looks at the same span of epochs in every run."""
     r = config.resolved
-    out = [{"name": f"m{r['n'] // d}", "m": r["n"] // d, "noise_var": 0.0} for d in r["batch_divisors"]]
+    ms = [r["n"] // d for d in r["batch_divisors"]]
+    m_max = max(ms)
+    budgets = ("updates", "epochs") if config.budget == "both" else (config.budget,)
+
+    def arm(m: int, noise: float) -> list[dict[str, Any]]:
+        base = f"m{m}" + ("_noise" if noise > 0 else "")
+        if m == m_max:
+            return [{"name": base, "trainer": base, "m": m, "noise_var": noise, "budget": "both", "steps": r["steps"],
+                     "eval_every": r["eval_every"]}]
+        return [{"name": f"{base}_{b}", "trainer": base, "m": m, "noise_var": noise, "budget": b,
+                 "steps": r["steps"] if b == "updates" else r["steps"] * m_max // m,
+                 "eval_every": r["eval_every"] * m_max // m} for b in budgets]
+
+    out = [x for m in ms for x in arm(m, 0.0)]
     if config.noise_var > 0:
-        m = r["n"] // r["noise_divisor"]
-        out.append({"name": f"m{m}_noise", "m": m, "noise_var": config.noise_var})
-    m_max = max(x["m"] for x in out)
-    for x in out:  # budget: equal updates, or equal epochs (steps * m_max / m updates)
-        x["steps"] = r["steps"] if config.budget == "updates" else r["steps"] * m_max // x["m"]
+        out += arm(r["n"] // r["noise_divisor"], config.noise_var)
     return out
 
 
-def train_config(config: Config, run: dict[str, Any], out_dir: str):
-    """The trainer config of one run (the paper's setting, section 4; conv_common.paper_train_config).
-    Checkpoints every ``ckpt_every`` steps exactly (0 = only at the end): the host-call chunk is
-    chosen to divide it."""
+def train_config(config: Config, run: dict[str, Any], seed: int, out_dir: str):
+    """The trainer config of one run (the paper's setting, section 4; conv_common.paper_train_config),
+    a checkpoint and a 1-NN evaluation every ``run["eval_every"]`` updates exactly and at the run's
+    maximum (the last evaluation of a budget that is not a multiple of it); ``steps`` is the
+    longest budget of the run's trainer, so both budgets of one batch share one trainer."""
     r = config.resolved
     return conv_common.paper_train_config(
         out_dir, arch=config.arch, width=r["width"], latent_dim=r["latent_dim"], batch_size=run["m"],
-        steps=run["steps"], log_every=r["log_every"], ckpt_every=r["ckpt_every"] or run["steps"], seed=config.seed,
-        ema_decay=r["ema_decay"], lr=config.lr, b1=config.b1, b2=config.b2, fixed_latents=True,
+        steps=max(x["steps"] for x in runs(config) if x["trainer"] == run["trainer"]), log_every=r["log_every"], ckpt_every=run["eval_every"], seed=seed,
+        ema_decay=r["ema_decay"], lr=r["lr"], b1=config.b1, b2=config.b2, fixed_latents=True,
         latent_noise_var=run["noise_var"])
 
 
-def load_data(config: Config) -> np.ndarray:
-    from overparam.bridge.data import load_dataset
-
+def load_data(config: Config, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(training subset, held-out real images) of one seed (conv_common.heldout_split)."""
     r = config.resolved
-    return load_dataset(config.data, config.path, n=r["n"], seed=config.seed, resolution=r["resolution"])
+    return conv_common.heldout_split(config.data, config.path, r["n"], seed, r["resolution"])
 
 
 # -- metrics ----------------------------------------------------------------------------------
@@ -265,51 +329,100 @@ def nn_metrics(gen_u8: np.ndarray, train_u8: np.ndarray, queries: np.ndarray | N
     return nn_statistics(gen_u8, train_u8, queries, feats)
 
 
+def baseline(heldout_u8: np.ndarray, train_u8: np.ndarray, queries: np.ndarray | None,
+             feats: Callable | None) -> dict[str, float]:
+    """The real-image baseline: the Table-1 statistics with real held-out images in the place of
+    the generated ones — overfitting side = held-out -> nearest training image, mode-drop side =
+    training image -> nearest held-out image (same distances, same worst-q means)."""
+    if len(heldout_u8) == 0:
+        return {}
+    q = None if queries is None else queries[queries < len(heldout_u8)]
+    return nn_metrics(heldout_u8, train_u8, q, feats)[0]
+
+
+def with_ratios(row: dict[str, Any], base: dict[str, float]) -> dict[str, Any]:
+    """``<space>_<stat>_ratio`` = row value / baseline value for every statistic both have."""
+    out = dict(row)
+    for space in ("pixel", "feature"):
+        for s in STATS:
+            k = f"{space}_{s}"
+            if k in row and k in base:
+                b = base[k]
+                out[f"{k}_ratio"] = row[k] / b if b > 0 and math.isfinite(row[k]) else float("nan")
+    return out
+
+
 def query_indices(config: Config, n: int) -> np.ndarray | None:
     if config.nn_queries is None or config.nn_queries >= n:
         return None
-    return np.sort(np.random.default_rng(config.seed + 1).permutation(n)[: config.nn_queries])
+    return np.sort(np.random.default_rng(config.seeds[0] + 1).permutation(n)[: config.nn_queries])
 
 
-# -- one run ----------------------------------------------------------------------------------
-def train_run(config: Config, run: dict[str, Any], data: np.ndarray, progress: bool):
-    """Train one run (resuming its checkpoint if any); returns the finished Trainer."""
+# -- one seed's runs ----------------------------------------------------------------------------
+def _folder(config: Config, seed: int, run: dict[str, Any]) -> Path:
+    return conv_common.run_folder(config.out_dir, f"s{seed}_{run['trainer']}", config.cell_config())
+
+
+def make_trainer(config: Config, run: dict[str, Any], seed: int, data: np.ndarray, train_u8: np.ndarray,
+                 feats: Callable | None):
+    """The run's Trainer (resuming its folder), scoring at every checkpoint: the 1-NN statistics of
+    G_ema(z_j) against the training images are appended to ``nn_curve.json`` and the pixel
+    overfitting average is the score the plateau rule looks at."""
     from overparam.bridge.trainer import Trainer
 
-    folder = conv_common.run_folder(config.out_dir, run["name"], config)
-    trainer = Trainer(train_config(config, run, str(folder)), data)
-    trainer.train(progress=progress)
+    folder = _folder(config, seed, run)
+    trainer = Trainer(train_config(config, run, seed, str(folder)), data)
+    curve_file = folder / "nn_curve.json"
+    stored = common.read_json(curve_file) if curve_file.exists() else []
+    trainer.nn_curve = [c for c in stored if c["step"] <= trainer.step]
+    queries = query_indices(config, len(train_u8))
+
+    def score(t) -> float:
+        gen = t.generate(t.latents, ema=True)
+        if not np.all(np.isfinite(gen)):
+            stats = {f"pixel_{k}": float("nan") for k in STATS}
+        else:
+            stats = nn_metrics(to_uint8(gen), train_u8, queries, feats)[0]
+        t.nn_curve = [c for c in t.nn_curve if c["step"] < t.step] + [{"step": t.step, **stats}]
+        common.write_json(curve_file, t.nn_curve)  # before the checkpoint that commits the score
+        return float(stats[PLATEAU_STAT])
+
+    trainer.score_fn = score
     return trainer
 
 
-def evaluate_run(config: Config, run: dict[str, Any], trainer, train_u8: np.ndarray, feats: Callable | None,
+def evaluate_run(config: Config, run: dict[str, Any], seed: int, trainer, stop: dict[str, Any],
+                 train_u8: np.ndarray, feats: Callable | None, base: dict[str, float],
                  samples_dir: Path) -> dict[str, Any]:
-    """Generate G_ema(z_j) for the fixed codes, save them, and compute the 1-NN statistics."""
-    summ = trainer.summary()
+    """Generate G_ema(z_j) for the fixed codes at the stop, save them, compute the 1-NN statistics
+    and their ratios to the real-image baseline."""
     r = config.resolved
-    row: dict[str, Any] = {"run": run["name"], "m": run["m"], "noise": run["noise_var"] > 0,
-                           "noise_var": run["noise_var"], "steps": trainer.step,
-                           "epochs": trainer.step * run["m"] / r["n"], "status": summ["status"],
-                           "diverged_at": summ["diverged_at"], "images_per_s": summ["images_per_s"]}
+    row: dict[str, Any] = {"seed": seed, "run": run["name"], "m": run["m"], "noise": run["noise_var"] > 0,
+                           "noise_var": run["noise_var"], "budget": run["budget"], "max_steps": run["steps"],
+                           "steps": trainer.step, "epochs": trainer.step * run["m"] / r["n"],
+                           "stop": stop["stop"], "eval_every": run["eval_every"]}
     gen = trainer.generate(trainer.latents, ema=True)
     idx: dict[str, list[int]] = {}
-    if summ["status"] == "diverged" or not np.all(np.isfinite(gen)):
+    if stop["stop"] == "diverged" or not np.all(np.isfinite(gen)):
         row.update({f"pixel_{k}": float("nan") for k in STATS})
         if feats is not None:
             row.update({f"feature_{k}": float("nan") for k in STATS})
     else:
         gen_u8 = to_uint8(gen)
-        common.atomic_write_bytes(samples_dir / f"{run['name']}.npz",
-                                  _npz(generated=gen_u8, config_hash=np.array(common.config_hash(config))))
+        common.atomic_write_bytes(samples_dir / f"s{seed}_{run['name']}.npz",
+                                  _npz(generated=gen_u8, config_hash=np.array(common.config_hash(config.cell_config()))))
         stats, idx = nn_metrics(gen_u8, train_u8, query_indices(config, len(train_u8)), feats)
         row.update(stats)
-    return {"row": row, "curves": curve_rows(run["name"], trainer.records), "nn": idx}
+    row = with_ratios(row, base)
+    nn_curve = [{"seed": seed, "run": run["name"], **c} for c in trainer.nn_curve if c["step"] <= trainer.step]
+    curves = [{"seed": seed, **c} for c in curve_rows(run["name"], trainer.records) if c["step"] <= trainer.step]
+    return {"row": row, "curves": curves, "nn_curve": nn_curve, "nn": idx}
 
 
-def _samples_ok(out: Path, name: str, config: Config) -> bool:
+def _samples_ok(out: Path, seed: int, name: str, config: Config) -> bool:
     try:
-        with np.load(out / "samples" / f"{name}.npz") as z:
-            return str(z["config_hash"]) == common.config_hash(config)
+        with np.load(out / "samples" / f"s{seed}_{name}.npz") as z:
+            return str(z["config_hash"]) == common.config_hash(config.cell_config())
     except (OSError, KeyError, ValueError):
         return False
 
@@ -322,34 +435,62 @@ def _npz(**arrays: np.ndarray) -> bytes:
 
 # -- the study --------------------------------------------------------------------------------
 def run(config: Config = Config(), progress: bool = True) -> Results:
-    """Train every run (finished runs in ``out_dir/cells`` are reused) and evaluate it."""
+    """Train every seed's runs to their plateau or maximum (finished runs in ``out_dir/cells`` are
+    reused, unfinished trainers resume from their checkpoints), evaluate them and decide."""
     common.check_out_dir(config.out_dir)  # one error line before any work
     t0 = time.perf_counter()
     out = Path(config.out_dir)
-    store = common.CellStore(out, config)
-    data = load_data(config)
-    train_u8 = to_uint8(data)
-    common.atomic_write_bytes(out / "train.npz", _npz(images=train_u8))
-    feats, note, cell_note = None, feature_note(config), ""
-    rows, curves, nn = [], [], {}
-    for rn in common.progress(runs(config), desc="stochasticity", enabled=progress):
-        cell = store.get(rn["name"])
-        if cell is not None and cell["row"]["status"] != "diverged" and not _samples_ok(out, rn["name"], config):
+    store = common.CellStore(out, config.cell_config())
+    feats, note = None, feature_note(config)
+    need_feats = config.feature_space != "none"
+    rows, baselines, curves, nn_curves, nn = [], [], [], [], {}
+    plan = [(s, rn) for s in config.seeds for rn in runs(config)]
+    loaded: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, dict]] = {}
+    for seed, rn in common.progress(plan, desc="stochasticity", enabled=progress):
+        if seed not in loaded:
+            data, held = load_data(config, seed)
+            if seed == config.seeds[0]:
+                common.atomic_write_bytes(out / "train.npz", _npz(images=to_uint8(data)))
+            base_cell = store.get(f"s{seed}_baseline")
+            if base_cell is None:
+                if need_feats and feats is None:
+                    feats, note = feature_extractor(config, data)
+                base_cell = store.put(f"s{seed}_baseline", {
+                    "seed": seed, "n_ref": len(held), "feature_note": note,
+                    **baseline(to_uint8(held), to_uint8(data), query_indices(config, len(data)), feats)})
+            loaded = {seed: (data, to_uint8(data), held, base_cell)}
+            baselines.append(base_cell)
+        data, train_u8, _, base = loaded[seed]
+        name = f"s{seed}_{rn['name']}"
+        cell = store.get(name)
+        if cell is not None and cell["row"]["stop"] != "diverged" and not _samples_ok(out, seed, rn["name"], config):
             cell = None  # its samples are gone or belong to another config: recompute
         if cell is None:
-            if feats is None and config.feature_space != "none":
-                feats, cell_note = feature_extractor(config, data)
-            trainer = train_run(config, rn, data, progress)
-            cell = evaluate_run(config, rn, trainer, train_u8, feats, out / "samples")
-            cell["feature_note"] = cell_note if feats is not None else note
-            store.put(rn["name"], cell)
+            if need_feats and feats is None:
+                feats, note = feature_extractor(config, data)
+            cell = train_and_evaluate(config, rn, seed, data, train_u8, feats, base, out / "samples", progress)
+            cell["feature_note"] = note
+            store.put(name, cell)
         note = cell.get("feature_note", note)
         rows.append(cell["row"])
         curves += cell["curves"]
-        nn[rn["name"]] = cell["nn"]
-    res = Results(config, config.resolved, rows, curves, nn, time.perf_counter() - t0, feature_note=note)
-    res.trend = trend(rows)
+        nn_curves += cell["nn_curve"]
+        if seed == config.seeds[0]:
+            nn[rn["name"]] = cell["nn"]
+    res = Results(config, config.resolved, rows, baselines, curves, nn_curves, nn, time.perf_counter() - t0,
+                  feature_note=note)
+    res.verdicts = decide_verdicts(config, rows, baselines)
     return res
+
+
+def train_and_evaluate(config: Config, rn: dict[str, Any], seed: int, data: np.ndarray, train_u8: np.ndarray,
+                       feats: Callable | None, base: dict[str, float], samples_dir: Path,
+                       progress: bool = False) -> dict[str, Any]:
+    """Train one run to its plateau or maximum (conv_common.train_until_plateau) and evaluate it."""
+    trainer = make_trainer(config, rn, seed, data, train_u8, feats)
+    stop = conv_common.train_until_plateau(trainer, rn["steps"], rn["eval_every"], config.plateau_window,
+                                           config.plateau_rel_tol, progress=progress)
+    return evaluate_run(config, rn, seed, trainer, stop, train_u8, feats, base, samples_dir)
 
 
 def feature_note(config: Config) -> str:
@@ -361,107 +502,162 @@ def feature_note(config: Config) -> str:
     return "feature-space 1-NN skipped: no feature extractor for this data set (give --inception-weights PATH)"
 
 
-# -- the trend, computed from the table ---------------------------------------------------------
-def spearman(x: list[float], y: list[float]) -> float:
-    """Spearman's rank correlation (average ranks for ties); NaN with < 3 finite pairs."""
-    from scipy.stats import spearmanr
-
-    pairs = [(a, b) for a, b in zip(x, y) if math.isfinite(a) and math.isfinite(b)]
-    if len(pairs) < 3:
-        return float("nan")
-    rho = spearmanr([p[0] for p in pairs], [p[1] for p in pairs]).statistic
-    return float(rho)
+# -- verdicts, computed from the rows -------------------------------------------------------------
+THRESHOLDS = "sims/stochasticity.toml"
 
 
-def trend(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Does more stochasticity give larger 1-NN distances both ways? (module docstring)
+def _ratio(a: float, b: float) -> float:
+    return a / b if (math.isfinite(a) and math.isfinite(b) and b > 0) else float("nan")
 
-    Batch: rho(m, statistic) over the noise-free runs, for every statistic; the trend "appears"
-    for a side when rho <= -0.8 for its average (at most one adjacent swap among 4 runs),
-    "is monotone" when rho = -1. Noise: ratio noisy / noise-free average at the same m; the trend
-    appears when it is >= 1 + NOISE_MARGIN, reversed when <= 1 - NOISE_MARGIN (one run each, no
-    error bars: smaller differences are not called either way). Thresholds fixed before any run."""
-    clean = [r for r in rows if not r["noise"]]
-    out: dict[str, Any] = {"rho": {}, "noise_ratio": {}}
-    spaces = [s for s in ("pixel", "feature") if any(f"{s}_overfitting_avg" in r for r in rows)]
-    for space in spaces:
-        for stat in STATS:
-            key = f"{space}_{stat}"
-            out["rho"][key] = spearman([r["m"] for r in clean], [r.get(key, float("nan")) for r in clean])
-        noisy = [r for r in rows if r["noise"]]
-        for nr in noisy:
-            base = next((r for r in clean if r["m"] == nr["m"]), None)
-            if base is None:
-                continue
-            for stat in STATS:
-                key = f"{space}_{stat}"
-                a, b = nr.get(key, float("nan")), base.get(key, float("nan"))
-                out["noise_ratio"][key] = a / b if b and math.isfinite(a) and math.isfinite(b) else float("nan")
-    verdicts = {}
-    for space in spaces:
-        for side in ("overfitting", "mode_drop"):
-            rho = out["rho"].get(f"{space}_{side}_avg", float("nan"))
-            ratio = out["noise_ratio"].get(f"{space}_{side}_avg", float("nan"))
-            verdicts[f"{space}_{side}"] = {
-                "rho": rho,
-                "batch_trend": "n/a" if not math.isfinite(rho) else
-                ("monotone" if rho <= -1 + 1e-9 else "appears" if rho <= -0.8 else "does not appear"),
-                "noise_ratio": ratio,
-                "noise_trend": "n/a" if not math.isfinite(ratio) else
-                ("appears" if ratio >= 1 + NOISE_MARGIN else "reversed" if ratio <= 1 - NOISE_MARGIN
-                 else f"no clear difference (within {NOISE_MARGIN:.0%})"),
-            }
-    out["verdicts"] = verdicts
+
+def _ratio_verdict(config: Config, name: str, claim: str, statistic: str, ratios: list[float], seeds: list[int],
+                   threshold: float, direction: str, problem: str | None, **runs: Any) -> claims.Verdict:
+    vals = np.asarray(ratios, float)
+    finite = vals[np.isfinite(vals)]
+    if problem is None and finite.size < len(vals):
+        problem = f"{len(vals) - finite.size} of {len(vals)} seeds have no finite value (diverged run)"
+    if problem is None and finite.size < 2:
+        problem = f"{finite.size} usable seed(s); an interval needs at least 2"
+    value = float(finite.mean()) if finite.size else float("nan")
+    iv = claims.bootstrap_mean(finite, n_boot=config.n_boot, seed=0) if finite.size >= 2 else (math.nan, math.nan)
+    return claims.verdict(name, claim, statistic, value, iv, "bootstrap over seeds", threshold, direction,
+                          {"n": int(finite.size), "seeds": list(seeds), "per_seed": [float(v) for v in vals], **runs},
+                          problem=problem, threshold_source=THRESHOLDS)
+
+
+def decide_verdicts(config: Config, rows: list[dict[str, Any]], baselines: list[dict[str, Any]]
+                    ) -> list[claims.Verdict]:
+    """The memorization check, then the batch and latent-noise arms (module docstring), from the
+    table rows (one per seed and run) and the per-seed real-image baselines."""
+    base = {b["seed"]: b for b in baselines}
+    seeds = sorted({r["seed"] for r in rows})
+    by = {(r["seed"], r["run"]): r for r in rows}
+    m_max = max(r["m"] for r in rows)
+    full = f"m{m_max}"
+    key_of = {side: f"pixel_{side}_avg" for side in SIDES}
+    of = key_of["overfitting"]
+
+    q = [_ratio(by[(s, full)][of], base.get(s, {}).get(of, math.nan)) if (s, full) in by else math.nan for s in seeds]
+    mem_problem = None if all(s in base and base[s].get(of) for s in seeds) else \
+        "no real-image baseline (too few images outside the training subset)"
+    mem = _ratio_verdict(
+        config, "memorization",
+        "full-batch GDA on a fixed latent set memorizes its training images (generated -> nearest training "
+        "image far closer than real held-out images are)",
+        f"mean over seeds of {full} {of} / real-image baseline", q, seeds, config.memorization_ratio, "below",
+        mem_problem, run=full)
+    out = [mem]
+    gate = None
+    if mem.outcome != "supported":
+        gate = (f"memorization check {mem.outcome}: the full batch does not memorize (ratio {mem.value:.3g} to the "
+                f"real-image baseline, needs < {config.memorization_ratio:g}), so the regime of the claim is not "
+                "reached")
+    not_conv = [s for s in seeds if by.get((s, full), {}).get("stop") != "plateau"]
+    conv_problem = (f"runs not converged: the full-batch run did not plateau within its maximum at seeds {not_conv}"
+                    if not_conv else None)
+
+    def arm_rows(pred) -> list[dict[str, Any]]:
+        return [r for r in rows if pred(r)]
+
+    names = list(dict.fromkeys(r["run"] for r in rows))
+    for name in names:
+        r0 = next(r for r in rows if r["run"] == name)
+        if r0["noise"]:
+            ref = name.replace("_noise", "")
+            what = f"latent noise (m = {r0['m']}, sigma^2 = {r0['noise_var']:g}, budget {r0['budget']})"
+            arm = "noise"
+        elif r0["m"] < m_max:
+            ref = full
+            what = f"a smaller batch (m = {r0['m']} vs {m_max}, equal {r0['budget']})"
+            arm = "batch"
+        else:
+            continue
+        runs_ = arm_rows(lambda r, n=name: r["run"] == n)
+        problem = gate or conv_problem
+        if problem is None and arm == "batch" and r0["budget"] == "epochs":
+            nc = [r["seed"] for r in runs_ if r["stop"] != "plateau"]
+            if nc:
+                problem = f"runs not converged: {name} did not plateau within its maximum at seeds {nc}"
+        for side in SIDES:
+            k = key_of[side]
+            ratios = [_ratio(by[(s, name)][k], by[(s, ref)][k]) if (s, name) in by and (s, ref) in by else math.nan
+                      for s in seeds]
+            out.append(_ratio_verdict(
+                config, f"{arm}_{name}_{side}",
+                f"{what} gives larger 1-NN {side.replace('_', ' ')} distances than {ref}",
+                f"mean over seeds of {k} ratio {name} / {ref}", ratios, seeds, config.effect_ratio, "above",
+                problem, run=name, reference=ref))
     return out
 
 
 # -- output -------------------------------------------------------------------------------------
-TABLE_COLUMNS = ["m", "noise", "epochs", *[f"pixel_{s}" for s in STATS]]
 SHORT = {"overfitting_avg": "OF avg", "overfitting_worst10": "OF 10%", "overfitting_worst5": "OF 5%",
          "mode_drop_avg": "MD avg", "mode_drop_worst10": "MD 10%", "mode_drop_worst5": "MD 5%"}
 
 
-def _table(rows: list[dict[str, Any]], space: str) -> str:
-    shown = []
-    for r in rows:
-        d = {"m": r["m"], "noise": "yes" if r["noise"] else "no", "epochs": f"{r['epochs']:.4g}",
-             "status": r["status"]}
+def mean_table(rows: list[dict[str, Any]], baselines: list[dict[str, Any]], space: str) -> list[dict[str, Any]]:
+    """Per run: the mean over seeds of every statistic and of its ratio to the baseline; the
+    real-image baseline (mean over seeds) as the last row."""
+    out = []
+    for name in dict.fromkeys(r["run"] for r in rows):
+        rs = [r for r in rows if r["run"] == name]
+        d: dict[str, Any] = {"run": name, "m": rs[0]["m"], "noise": "yes" if rs[0]["noise"] else "no",
+                             "budget": rs[0]["budget"], "seeds": len(rs),
+                             "updates": f"{np.mean([r['steps'] for r in rs]):.0f}",
+                             "epochs": f"{np.mean([r['epochs'] for r in rs]):.4g}",
+                             "plateau": f"{sum(r['stop'] == 'plateau' for r in rs)}/{len(rs)}"}
         for s in STATS:
-            d[SHORT[s]] = r.get(f"{space}_{s}", float("nan"))
-        shown.append(d)
-    return common.format_table(shown, ["m", "noise", "epochs", *SHORT.values(), "status"], floatfmt=".2f")
+            d[SHORT[s]] = common.finite_mean([r.get(f"{space}_{s}", float("nan")) for r in rs])
+        for s in ("overfitting_avg", "mode_drop_avg"):
+            d[f"{SHORT[s]} / real"] = common.finite_mean([r.get(f"{space}_{s}_ratio", float("nan")) for r in rs])
+        out.append(d)
+    if baselines and any(f"{space}_overfitting_avg" in b for b in baselines):
+        d = {"run": "real held-out", "m": "-", "noise": "-", "budget": "-", "seeds": len(baselines), "updates": "-",
+             "epochs": "-", "plateau": "-"}
+        for s in STATS:
+            d[SHORT[s]] = common.finite_mean([b.get(f"{space}_{s}", float("nan")) for b in baselines])
+        d["OF avg / real"] = d["MD avg / real"] = 1.0
+        out.append(d)
+    return out
+
+
+def _table(rows: list[dict[str, Any]], baselines: list[dict[str, Any]], space: str) -> str:
+    shown = mean_table(rows, baselines, space)
+    cols = ["run", "m", "noise", "budget", "seeds", "updates", "epochs", "plateau", *SHORT.values(),
+            "OF avg / real", "MD avg / real"]
+    return common.format_table(shown, cols, floatfmt=".2f")
 
 
 def summary(results: Results) -> str:
-    r, rows = results.resolved, results.rows
-    budget = (f"{r['steps']} generator updates in every run (fixed across batch sizes; epochs = steps*m/n)"
-              if results.config.budget == "updates" else
-              f"equal epochs in every run ({r['steps']} updates at the largest batch, steps*m_max/m at batch m)")
-    noise = (f"latent noise run: m = {r['n'] // r['noise_divisor']}, z + eps, eps ~ N(0, {results.config.noise_var} I) "
-             f"(variance {results.config.noise_var}, std {math.sqrt(results.config.noise_var):.3f})"
-             if results.config.noise_var > 0 else "no latent-noise run")
+    r, rows, cfg = results.resolved, results.rows, results.config
+    m_max = max((x["m"] for x in rows), default=r["n"])
+    noise = (f"latent noise run: m = {r['n'] // r['noise_divisor']}, z + eps, eps ~ N(0, {cfg.noise_var} I) "
+             f"(variance {cfg.noise_var}, std {math.sqrt(cfg.noise_var):.3f})" if cfg.noise_var > 0 else
+             "no latent-noise run")
     lines = [
-        f"Stochasticity study ({results.config.data}, n = {r['n']}, preset {r['preset']}, {results.config.arch} width "
-        f"{r['width']:g}, latent {r['latent_dim']}): {budget}, alternating GDA 1:1, non-saturating loss, Adam({results.config.lr:g}, "
-        f"{results.config.b1:g}, {results.config.b2:g}), SN in D, EMA {r['ema_decay']:g}; {noise}.",
+        f"Stochasticity study ({cfg.data}, n = {r['n']}, preset {r['preset']}, {cfg.arch} width {r['width']:g}, "
+        f"latent {r['latent_dim']}): alternating GDA 1:1, non-saturating loss, Adam({r['lr']:g}, {cfg.b1:g}, "
+        f"{cfg.b2:g}), SN in D, EMA {r['ema_decay']:g}; {noise}.",
+        f"Each run stops when the pixel overfitting avg plateaus (last {cfg.plateau_window + 1} evaluations within "
+        f"{cfg.plateau_rel_tol:.0%} of their mean; an evaluation every {r['eval_every']} * {m_max}/m updates) or at "
+        f"its maximum: {r['steps']} updates (budget 'updates'; m = {m_max} is 'both'), {r['steps']} * {m_max}/m "
+        "(budget 'epochs').",
+        f"Held-out seeds {list(cfg.seeds)} (tuning seeds {list(cfg.tuning_seeds)}, not run here); table = mean over "
+        "seeds (per seed in table.csv).",
         "1-NN distances of G_ema(z_j) (fixed codes, no noise) vs the n training images; OF = overfitting "
-        "(generated -> nearest training), MD = mode drop (training -> nearest generated); avg, mean of worst 10 %, 5 %.",
-        "", "Pixel L1 on [0, 255], mean per pixel and channel (Table 1's scale):", _table(rows, "pixel")]
+        "(generated -> nearest training), MD = mode drop (training -> nearest generated); avg, mean of worst 10 %, 5 %;",
+        "'real held-out' = n real images not in the training subset in the place of the generated ones; '/ real' = "
+        "ratio to it (a memorizing generator is far below 1).",
+        "", "Pixel L1 on [0, 255], mean per pixel and channel (Table 1's scale):", _table(rows, results.baselines, "pixel")]
     if any("feature_overfitting_avg" in x for x in rows):
-        lines += ["", f"Feature space: {results.feature_note}:", _table(rows, "feature")]
+        lines += ["", f"Feature space: {results.feature_note}:", _table(rows, results.baselines, "feature")]
     else:
         lines += ["", results.feature_note]
-    lines += ["", "Trend (paper: more stochasticity -> larger 1-NN distances both ways), from the table:"]
-    for key, v in results.trend.get("verdicts", {}).items():
-        lines.append(f"  {key:22s} batch: Spearman rho(m, avg) = {v['rho']:+.2f} -> {v['batch_trend']}; "
-                     f"noise: noisy/noise-free avg = {v['noise_ratio']:.2f} -> {v['noise_trend']}")
-    if results.config.budget == "updates" and len({x["epochs"] for x in rows if not x["noise"]}) > 1:
-        lines.append("  caveat: with equal updates a smaller m also sees fewer epochs (column epochs), so the batch "
-                     "trend mixes gradient noise with less training; the paper trains every run to convergence of its "
-                     "metrics (--budget epochs equalizes epochs instead)")
-    bad = [x["run"] for x in rows if x["status"] != "completed"]
+    lines += ["", f"Verdicts (thresholds pinned in {THRESHOLDS}; bootstrap 95 % intervals over seeds):"]
+    lines += ["  " + v.line() for v in results.verdicts]
+    bad = sorted({f"s{x['seed']}_{x['run']}" for x in rows if x["stop"] == "diverged"})
     if bad:
-        lines.append(f"  runs not completed (diverged or stopped): {', '.join(bad)}")
+        lines.append(f"  diverged runs: {', '.join(bad)}")
     lines.append(f"({results.seconds:.0f} s)")
     return "\n".join(lines)
 
@@ -508,13 +704,14 @@ def plot_nn(results: Results, side: str):
     q = query_indices(results.config, len(train))
     pos = {int(j): i for i, j in enumerate(q)} if q is not None else None
     spaces = [s for s in ("pixel", "feature") if any(f"{s}_{side}" in v for v in results.nn.values())]
-    n_rows = len(results.rows) * (1 + len(spaces))
+    first = [r for r in results.rows if r["seed"] == results.config.seeds[0]]
+    n_rows = len(first) * (1 + len(spaces))
     fig, axes = plt.subplots(n_rows, 1, figsize=(0.55 * len(shown) + 1.5, 0.62 * n_rows + 0.4), squeeze=False)
     i = 0
-    for row in results.rows:
+    for row in first:
         name = row["run"]
-        title = f"m={row['m']}{' +noise' if row['noise'] else ''}"
-        file = out / "samples" / f"{name}.npz"
+        title = f"m={row['m']}{' +noise' if row['noise'] else ''}" + (f" ({row['budget']})" if row["budget"] != "both" else "")
+        file = out / "samples" / f"s{row['seed']}_{name}.npz"
         if not file.exists():
             for _ in range(1 + len(spaces)):
                 axes[i, 0].axis("off")
@@ -537,17 +734,23 @@ def plot_nn(results: Results, side: str):
 
 
 def plot_curves(results: Results):
-    """Losses and top singular values (largest over each player's layers) vs generator step."""
+    """First seed: losses, top singular values (largest over each player's layers) and the pixel
+    overfitting average at every evaluation (with the real-image baseline) vs generator step."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 4, figsize=(15, 3.4))
-    for row in results.rows:
+    fig, axes = plt.subplots(1, 5, figsize=(19, 3.4))
+    seed = results.config.seeds[0]
+    base = next((b for b in results.baselines if b["seed"] == seed), {})
+    for row in [r for r in results.rows if r["seed"] == seed]:
         name = row["run"]
-        cur = [c for c in results.curves if c["run"] == name]
-        label = f"m={row['m']}{' +noise' if row['noise'] else ''}"
+        cur = [c for c in results.curves if c["run"] == name and c.get("seed", seed) == seed]
+        label = f"m={row['m']}{' +noise' if row['noise'] else ''}" + (f" ({row['budget']})" if row["budget"] != "both" else "")
+        nnc = [c for c in results.nn_curves if c["run"] == name and c["seed"] == seed]
+        axes[4].plot([c["step"] for c in nnc], [c.get(PLATEAU_STAT, float("nan")) for c in nnc], "o-", ms=2,
+                     label=label)
         steps = [c["step"] for c in cur]
         for ax, key in zip(axes, ("loss_d", "loss_g", "G_top_sv", "D_top_sv")):
             ax.plot(steps, [c.get(key, float("nan")) for c in cur], label=label)
@@ -557,6 +760,12 @@ def plot_curves(results: Results):
         ax.set_xlabel("generator step")
     axes[2].set_yscale("log")
     axes[3].set_yscale("log")
+    if PLATEAU_STAT in base:
+        axes[4].axhline(base[PLATEAU_STAT], color="k", ls="--", lw=1, label="real held-out images")
+    axes[4].set_title("1-NN overfitting avg (pixel L1, [0, 255]) at each evaluation", fontsize=9)
+    axes[4].set_xlabel("generator step")
+    axes[4].set_yscale("log")
+    axes[4].legend(fontsize=6)
     axes[0].legend(fontsize=7)
     fig.tight_layout()
     return fig
@@ -566,12 +775,18 @@ def save(results: Results) -> list[Path]:
     import matplotlib.pyplot as plt
 
     out = Path(results.config.out_dir)
+    cfg = results.config
     paths = [
         common.write_csv(out / "table.csv", results.rows),
+        common.write_csv(out / "baseline.csv", results.baselines),
         common.write_csv(out / "curves.csv", results.curves),
-        common.write_json(out / "results.json", {"resolved": results.resolved, "rows": results.rows,
-                                                  "trend": results.trend, "feature_space": results.feature_note,
-                                                  "nn": results.nn, "seconds": results.seconds}),
+        common.write_csv(out / "nn_curves.csv", results.nn_curves),
+        common.write_json(out / "results.json", {
+            "resolved": results.resolved, "rows": results.rows, "baselines": results.baselines,
+            "mean_table": mean_table(results.rows, results.baselines, "pixel"),
+            "verdicts": [v.to_json() for v in results.verdicts], "heldout_seeds": list(cfg.seeds),
+            "tuning_seeds": list(cfg.tuning_seeds), "feature_space": results.feature_note, "nn": results.nn,
+            "seconds": results.seconds}),
         common.write_json(out / "manifest.json", common.manifest(NAME, results.config, resolved=results.resolved,
                                                                  seconds=results.seconds)),
     ]
