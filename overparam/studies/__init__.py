@@ -15,6 +15,8 @@ STUDIES: dict[str, str] = {
     "stochasticity": "overparam.studies.stochasticity",
     "conv-width-sweep": "overparam.studies.conv_width_sweep",
     "lottery-toy": "overparam.studies.lottery_toy",
+    "lottery": "overparam.studies.lottery",
+    "optimizers": "overparam.studies.optimizers",
 }
 
 
