@@ -2,7 +2,8 @@
 
 Each benchmark times our implementation and a plain reference (numpy loop, PyTorch eager)
 on the same config *in one run* and prints the ratio; no speed claim lives in a timed test.
-Each module defines ``DESCRIPTION`` and ``main(argv) -> int``.
+Each module defines ``DESCRIPTION`` and ``main(argv) -> int``. The persistent compilation cache
+(:mod:`overparam.compile_cache`) is on unless ``--no-compile-cache`` is given.
 """
 from __future__ import annotations
 
@@ -10,4 +11,5 @@ BENCHES: dict[str, str] = {
     "width-sweep": "overparam.bench.width_sweep",
     "modes": "overparam.bench.modes",
     "conv-gan": "overparam.bench.conv_gan",
+    "gpu-check": "overparam.bench.gpu_check",
 }

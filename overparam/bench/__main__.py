@@ -10,14 +10,21 @@ from overparam.bench import BENCHES
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in BENCHES:
-        print("usage: python -m overparam.bench {%s} [options]\n" % ",".join(BENCHES))
+        print("usage: python -m overparam.bench {%s} [--no-compile-cache] [options]\n" % ",".join(BENCHES))
         for name, mod in BENCHES.items():
             print(f"  {name:14s} {importlib.import_module(mod).DESCRIPTION.splitlines()[0]}")
         if argv and argv[0] not in ("-h", "--help"):
             print(f"\nerror: unknown benchmark {argv[0]!r}", file=sys.stderr)
             return 2
         return 0
-    return importlib.import_module(BENCHES[argv[0]]).main(argv[1:])
+    rest = argv[1:]
+    if "--no-compile-cache" in rest:  # on by default (overparam.compile_cache); this turns it off
+        rest = [a for a in rest if a != "--no-compile-cache"]
+    else:
+        from overparam import compile_cache
+
+        compile_cache.enable()
+    return importlib.import_module(BENCHES[argv[0]]).main(rest)
 
 
 if __name__ == "__main__":

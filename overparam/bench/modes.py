@@ -13,12 +13,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import os
 import time
 from typing import Any
 
 import jax
 import numpy as np
 
+from overparam import compile_cache
+from overparam.bench.width_sweep import blas_info
 from overparam.errors import ConfigError
 from overparam.studies import modes as study
 from overparam.studies.config import from_mapping
@@ -212,12 +215,26 @@ def bench_family(family: str, optimizer: str, overrides: dict, numpy_runs: int) 
     cfg = from_mapping(study.Config, {"family": family, "optimizers": (optimizer,), **overrides})
     r = cfg.resolved
     n_runs = len(cfg.lrs) ** 2 * r["seeds"]
-    # ours, cold (compile included) then warm
+    # ours, cold (compile included, persistent compile cache off), then from a warm persistent
+    # cache (a new process's case after a first run), then warm in process
+    cache_dir = compile_cache.active_dir()
+    compile_cache.disable()
     study._cached_runner.cache_clear()
     jax.clear_caches()
     t0 = time.perf_counter()
     ours = study.run_optimizer(cfg, optimizer)
     cold = time.perf_counter() - t0
+    cold_cached = float("nan")
+    if cache_dir is not None:
+        compile_cache.enable(cache_dir)
+        study._cached_runner.cache_clear()
+        jax.clear_caches()
+        study.run_optimizer(cfg, optimizer)  # fills the persistent cache
+        study._cached_runner.cache_clear()
+        jax.clear_caches()
+        t0 = time.perf_counter()
+        study.run_optimizer(cfg, optimizer)
+        cold_cached = time.perf_counter() - t0
     t0 = time.perf_counter()
     study.run_optimizer(cfg, optimizer)
     warm = time.perf_counter() - t0
@@ -251,7 +268,7 @@ def bench_family(family: str, optimizer: str, overrides: dict, numpy_runs: int) 
     best = min(per_run, key=per_run.get)
     est = per_run[best] * n_runs
     return {"family": family, "optimizer": optimizer, "grid": f"{len(lrs)}x{len(lrs)}", "seeds": r["seeds"],
-            "steps": r["steps"], "runs": n_runs, "cold_s": cold, "warm_s": warm, "numpy_runs_timed": len(timed),
+            "steps": r["steps"], "runs": n_runs, "cold_s": cold, "cold_cached_s": cold_cached, "warm_s": warm, "numpy_runs_timed": len(timed),
             "numpy_s_per_run": per_run[best], "numpy_s_per_run_by_blas_threads": per_run, "numpy_blas": best,
             "numpy_grid_s": est, "numpy_extrapolated": len(timed) < n_runs,
             "ratio_cold": est / cold, "ratio_warm": est / warm,
@@ -287,18 +304,57 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--numpy-runs", type=int, default=None,
                    help="runs timed on the numpy side per BLAS setting (default: neurons 20, ring 2); "
                    "the rest is extrapolated per run")
+    p.add_argument("--targets", action="store_true",
+                   help="also time each family's default study (all optimizers, study.run) cold, without the "
+                   "persistent compile cache, against issue 11's targets (neurons <= 10 s, ring <= 8 min)")
     args = p.parse_args(argv)
     over = {k: v for k, v in {"steps": args.steps, "tuning_seeds": args.seeds, "n_lr": args.n_lr}.items() if v is not None}
-    print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), optimizer={args.optimizer}")
+    print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), optimizer={args.optimizer}; "
+          f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cpus")
+    for b in blas_info():
+        print(f"numpy BLAS: {b['internal_api']} {b['version']} kernel {b['architecture']}, "
+              f"{b['num_threads']} threads by default")
     try:
         for fam in [f.strip() for f in args.families.split(",") if f.strip()]:
             nr = args.numpy_runs if args.numpy_runs is not None else (20 if fam == "neurons" else 2)
             res = bench_family(fam, args.optimizer, over, max(nr, 1))
             print(_report(res))
+        if args.targets:
+            print("\ntargets (issue 11, 2 cores; default study, all optimizers, cold, no persistent cache):")
+            for fam in [f.strip() for f in args.families.split(",") if f.strip()]:
+                if fam not in TARGETS_S:
+                    continue
+                secs = time_default_study(fam)
+                ok = "met" if secs <= TARGETS_S[fam] else "NOT met"
+                print(f"  {fam} default grid <= {TARGETS_S[fam]:.0f} s: {secs:.1f} s  {ok} "
+                      f"(load average {os.getloadavg()[0]:.2f})")
     except ConfigError as exc:
         print(f"error: {exc}")
         return 2
     return 0
+
+
+#: issue 11's cold-time targets of the default study per family (seconds, 2 cores)
+TARGETS_S = {"neurons": 10.0, "ring": 480.0}
+
+
+def time_default_study(family: str) -> float:
+    """Seconds of ``study.run`` for the family's default config (every optimizer), compile included."""
+    import tempfile
+
+    cache_dir = compile_cache.active_dir()
+    compile_cache.disable()
+    study._cached_runner.cache_clear()
+    jax.clear_caches()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = from_mapping(study.Config, {"family": family, "out_dir": tmp})
+            t0 = time.perf_counter()
+            study.run(cfg, progress=False)
+            return time.perf_counter() - t0
+    finally:
+        if cache_dir is not None:
+            compile_cache.enable(cache_dir)
 
 
 def _report(r: dict) -> str:
@@ -307,7 +363,8 @@ def _report(r: dict) -> str:
     lines = [
         f"\n{r['family']}: grid {r['grid']} x {r['seeds']} seeds = {r['runs']} runs x {r['steps']} steps, "
         f"optimizer {r['optimizer']} (mean modes at the end: {r['modes_final_mean']:.2f})",
-        f"  ours  (jit+vmap+scan): {r['cold_s']:.2f} s cold (compile included), {r['warm_s']:.2f} s warm; "
+        f"  ours  (jit+vmap+scan): {r['cold_s']:.2f} s cold (compile included, no persistent cache), "
+        f"{r['cold_cached_s']:.2f} s from the persistent compile cache, {r['warm_s']:.2f} s warm; "
         f"{r['ours_steps_runs_per_s']:,.0f} steps*runs/s warm ({r['ours_cold_steps_runs_per_s']:,.0f} cold)",
         f"  numpy loop:            {r['numpy_s_per_run']:.3f} s/run ({timed}; {r['numpy_blas']}) -> "
         f"{r['numpy_grid_s']:.1f} s for the grid; {r['numpy_steps_runs_per_s']:,.0f} steps*runs/s",
