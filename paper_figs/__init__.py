@@ -38,6 +38,9 @@ FIGURES: dict[str, Figure] = {
     "conv_width_sweep": Figure("conv-width-sweep", "conv_width_sweep.toml",
                                "conv GAN width multipliers: digits-classifier Frechet distance (not FID) over "
                                "training, 1-NN and top singular values vs width"),
+    "optimizers": Figure("optimizers", "optimizers.toml",
+                         "DCGAN on MNIST-5k 16x16: (eta_G, eta_D) heatmaps of the classifier FD (not FID) per optimizer "
+                         "(Adam, SGDA, nSGDA global / per tensor, Ada-nSGDA, SGDA-Ada) and held-out FD with intervals"),
     "lottery_toy": Figure("lottery-toy", "lottery_toy.toml",
                           "IMP on the mean-matching generator: final residual, measured vs masked-Jacobian predicted "
                           "rate and live hidden units vs sparsity for the ticket, a random mask and a re-init"),
