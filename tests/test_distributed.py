@@ -288,3 +288,21 @@ def test_killed_two_process_run_resumes_to_the_uninterrupted_numbers(tmp_path):
     for got, want in zip(jax.tree_util.tree_leaves(state), jax.tree_util.tree_leaves(ref.state), strict=True):
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=RTOL, atol=ATOL)
     assert sorted(p.name for p in last.iterdir() if p.name.isdigit()) == [str(final)]
+
+
+@pytest.mark.slow
+def test_processes_started_with_different_options_stop_with_one_error(tmp_path):
+    port = free_port()
+    argvs = [["-m", "overparam.bridge.train", "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
+              "--process-id", str(i), "--out-dir", str(tmp_path / "run"), "--steps", str(4 + 2 * i), *CLI_CONF]
+             for i in range(2)]
+    procs = launch(argvs, tmp_path)
+    try:
+        rcs = [p.wait(timeout=300) for p in procs]
+    finally:
+        kill(procs)
+    assert rcs == [2, 2]
+    for i in range(2):
+        err = (tmp_path / f"err{i}.txt").read_text()
+        assert "error: the 2 processes of this run differ in: options;" in err, err[-2000:]
+    assert not (tmp_path / "run" / "checkpoints").exists()  # stopped before any work

@@ -27,15 +27,18 @@ checkpoint's config hash (a run checkpointed by 2 processes resumes in 1, and vi
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import jax
+import numpy as np
 
+from overparam import records
 from overparam.errors import ConfigError
 
-__all__ = ["Distributed", "initialize", "is_primary", "options", "parse_local_device_ids"]
+__all__ = ["Distributed", "check_same", "initialize", "is_primary", "options", "parse_local_device_ids"]
 
 
 @dataclass(frozen=True)
@@ -149,6 +152,25 @@ def initialize(opts: Distributed | None) -> bool:
         raise ConfigError(f"jax.distributed could not start: {exc}; give --coordinator HOST:PORT --num-processes N "
                           "--process-id I, or run inside a job jax detects (SLURM, Open MPI)") from None
     return jax.process_count() > 1
+
+
+def check_same(what: Mapping[str, Any]) -> None:
+    """Collective (every process calls it with the same keys): a :class:`ConfigError` on every
+    process, naming the keys, when the values differ between processes. Processes started with
+    different options would otherwise run different programs and wait on each other forever."""
+    if jax.process_count() == 1:
+        return
+    from jax.experimental import multihost_utils
+
+    keys = sorted(what)
+    mine = np.array([int.from_bytes(hashlib.sha256(records.canonical_json(records.to_jsonable(what[k]))).digest()[:4],
+                                    "little") & 0x7FFFFFFF for k in keys], np.int32)
+    every = np.asarray(multihost_utils.process_allgather(mine)).reshape(jax.process_count(), len(keys))
+    bad = [k for j, k in enumerate(keys) if len(set(every[:, j].tolist())) > 1]
+    if bad:
+        raise ConfigError(f"the {jax.process_count()} processes of this run differ in: {', '.join(bad)}; start every "
+                          "process with the same options and data, with an --out-dir every process sees (a shared "
+                          "file system)")
 
 
 def is_primary() -> bool:

@@ -185,6 +185,12 @@ class Trainer:
         self.fingerprint = data_fingerprint(self.data)
         self.out = Path(config.out_dir) if config.out_dir else None
         self.ckpt = Checkpoints(self.out / "checkpoints") if self.out else None
+        if jax.process_count() > 1:  # several processes must run one program on one checkpoint
+            last = self.out / "checkpoints" / "last" if self.out else None
+            distributed.check_same({
+                "options": {k: v for k, v in dataclasses.asdict(config).items() if k != "out_dir"},
+                "data": self.fingerprint, "params": self.init_digest, "custom optimizers": self.custom_optimizers,
+                "checkpoints seen": sorted(p.name for p in last.iterdir()) if last and last.is_dir() else []})
         meta = self._check_resumable()  # fails fast, before any compilation
         mesh = self.program.mesh
         self._data = sharding.replicate(jnp.asarray(self.data), mesh)
