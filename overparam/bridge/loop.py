@@ -188,7 +188,7 @@ class Trainer:
         if jax.process_count() > 1:  # several processes must run one program on one checkpoint
             last = self.out / "checkpoints" / "last" if self.out else None
             distributed.check_same({
-                "options": {k: v for k, v in dataclasses.asdict(config).items() if k != "out_dir"},
+                "options": {k: v for k, v in dataclasses.asdict(config).items() if k not in ("out_dir", "data_path")},
                 "data": self.fingerprint, "params": self.init_digest, "custom optimizers": self.custom_optimizers,
                 "checkpoints seen": sorted(p.name for p in last.iterdir()) if last and last.is_dir() else []})
         meta = self._check_resumable()  # fails fast, before any compilation
