@@ -291,3 +291,81 @@ def test_dask_resources_limit_cells_per_worker(tmp_path):
         # control: the same cluster without the resource request does run two cells per worker at once
         cfg2, _, _, without = _run(tmp_path, "free", executor="dask", scheduler=addr, cfg={"sleep": 0.1})
         assert without == inline and _overlaps(cfg2.log)
+
+
+# -- a real JAX study through the CLI: the width sweep --------------------------------------------
+WS = ["--widths", "4,8,48", "--seeds", "2", "--steps", "200", "--record-every", "20", "--m", "4", "--d", "4",
+      "--n", "16", "--no-progress", "--no-compile-cache"]  # cells b32 (k = 4, 8) and b64 (k = 48)
+
+
+def _cli(tmp: Path, tag: str, *extra: str) -> tuple[Path, str]:
+    from overparam import simulate
+
+    out = tmp / tag
+    import io
+    from contextlib import redirect_stdout
+
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        assert simulate.main(["width-sweep", *WS, "--out-dir", str(out), *extra]) == 0
+    return out, buf.getvalue()
+
+
+def _same_outputs(a: Path, b: Path) -> None:
+    for name in ("summary.csv", "curves.csv"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    ma, mb = (json.loads((p / "manifest.json").read_text()) for p in (a, b))
+    assert ma["config_hash"] == mb["config_hash"]
+    assert {k: v for k, v in ma["config"].items() if k != "out_dir"} == {
+        k: v for k, v in mb["config"].items() if k != "out_dir"}
+    assert not {"executor", "workers", "scheduler"} & set(ma["config"])
+
+
+@pytest.fixture(scope="module")
+def ws_inline(tmp_path_factory):
+    out, text = _cli(tmp_path_factory.mktemp("ws"), "inline")
+    assert "cells: reused 0 of 2, computed 2 (executor inline)" in text
+    return out
+
+
+@pytest.mark.slow
+def test_width_sweep_processes_byte_identical_and_resume(tmp_path, ws_inline):
+    out, text = _cli(tmp_path, "procs", "--executor", "processes", "--workers", "2")
+    _same_outputs(ws_inline, out)
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["execution"]["executor"] == "processes" and man["execution"]["workers"] == 2
+    assert "cells: reused 0 of 2, computed 2 (executor processes)" in text
+    assert sorted(p.name for p in (out / "cells").iterdir()) == ["b32.json", "b64.json"]
+    out2, text2 = _cli(tmp_path, "procs", "--executor", "processes", "--workers", "2")
+    assert "cells: reused 2 of 2, computed 0 (executor processes)" in text2
+    _same_outputs(ws_inline, out2)
+
+
+@pytest.mark.slow
+def test_width_sweep_dask_byte_identical(tmp_path, ws_inline, dask_cluster):
+    addr = dask_cluster.scheduler_address
+    out, text = _cli(tmp_path, "dask", "--executor", "dask", "--scheduler", addr)
+    _same_outputs(ws_inline, out)
+    assert json.loads((out / "manifest.json").read_text())["execution"]["scheduler"] == addr
+    assert "cells: reused 0 of 2, computed 2 (executor dask)" in text
+
+
+def test_width_sweep_cells_are_buckets():
+    from overparam.studies import width_sweep as ws
+
+    cfg = ws.Config(widths=(48, 4, 200, 8, 64), bucket_min=32)
+    assert ws.cells(cfg) == ["b32", "b64", "b256"]
+    with pytest.raises(ConfigError, match="unknown width-sweep cell"):
+        ws.compute_cells(cfg, ["b128"])
+
+
+def test_width_sweep_cli_executor_errors(tmp_path, monkeypatch, capsys):
+    from overparam import simulate
+
+    monkeypatch.setattr(executors, "_dask_available", lambda: False)
+    base = ["width-sweep", *WS, "--out-dir", str(tmp_path / "e")]
+    assert simulate.main([*base, "--executor", "dask"]) == 2
+    assert 'pip install -e ".[distributed]"' in capsys.readouterr().err
+    assert simulate.main([*base, "--workers", "2"]) == 2
+    assert "--workers needs --executor processes or dask" in capsys.readouterr().err
+    assert not (tmp_path / "e" / "cells").exists()

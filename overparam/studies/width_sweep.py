@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from overparam import claims, optim
+from overparam import claims, executors, optim
 from overparam.dynamics import Scheme, init_state, make_step, run as run_dynamics
 from overparam.errors import ConfigError, finite_positive, positive_int
 from overparam.games.activations import activation
@@ -161,6 +161,8 @@ class Results:
     curves: list[dict[str, Any]]    # one per (width, seed, recorded step)
     seconds: float
     verdicts: dict[str, Any] = dataclasses.field(default_factory=dict)
+    execution: dict[str, Any] = dataclasses.field(default_factory=dict)  # where the cells ran (manifest)
+    cells_report: str = ""          # "cells: reused N of M, computed K (executor E)"
 
 
 # -- data ------------------------------------------------------------------------------------
@@ -696,27 +698,60 @@ def _rows_from(config: Config, k: int, recs: dict, eigs: np.ndarray, movement: n
     return rows, curves
 
 
-def run(config: Config = Config(), progress: bool = True) -> Results:
-    """Run the sweep; finished widths found in ``config.out_dir/cells`` are reused (resume)."""
-    t0 = time.perf_counter()
+# -- cells: one width bucket each (overparam.executors runs the missing ones) ---------------
+def _buckets(config: Config) -> dict[int, list[int]]:
+    """{bucket size K: the widths of ``config.widths`` padded to K}, smallest K first."""
+    out: dict[int, list[int]] = {}
+    for k in dict.fromkeys(config.widths):
+        out.setdefault(bucket_size(k, config.bucket_min), []).append(k)
+    return dict(sorted(out.items()))
+
+
+def cells(config: Config) -> list[str]:
+    """The sweep's cells in their fixed order: ``b<K>`` = every width whose bucket is K."""
+    return [f"b{K}" for K in _buckets(config)]
+
+
+def compute_cells(config: Config, names: list[str]) -> dict[str, dict[str, Any]]:
+    """The cells ``names`` in one :func:`run_widths` call (one compiled program for all of them):
+    ``{name: {"k<k>": {"rows": [...], "curves": [...]}}}``. A pure function of (config, names);
+    the numbers of a width do not depend on which other cells share the call (tests compare bytes)."""
+    members = _buckets(config)
+    for name in names:
+        if not (name[:1] == "b" and name[1:].isdigit() and int(name[1:]) in members):
+            raise ConfigError(f"unknown width-sweep cell {name!r}; cells of this config: {', '.join(cells(config))}")
+    ks = tuple(k for name in names for k in members[int(name[1:])])
     ctx = jax.enable_x64(True) if config.x64 else contextlib.nullcontext()
+    with ctx:
+        out = run_widths(config, ks, load_data(config))
+    return {name: {f"k{k}": {"rows": out[k][0], "curves": out[k][1]} for k in members[int(name[1:])]}
+            for name in names}
+
+
+def compute_cell(config: Config, name: str) -> dict[str, Any]:
+    """One cell (a width bucket) on its own: what a worker process runs."""
+    return compute_cells(config, [name])[name]
+
+
+def run(config: Config = Config(), progress: bool = True, executor: str = "inline", workers: int | None = None,
+        scheduler: str | None = None, resources: str | None = None) -> Results:
+    """Run the sweep; finished cells found in ``config.out_dir/cells`` are reused (resume).
+
+    ``executor`` (inline, processes, dask), ``workers``, ``scheduler`` and ``resources`` say
+    where the missing cells run (:func:`overparam.executors.run_cells`); they never change a
+    number. Inline runs every missing cell in one compiled program.
+    """
+    t0 = time.perf_counter()
     store = common.CellStore(config.out_dir, config)
+    done = executors.run_cells(__name__, config, store, executor=executor, workers=workers, scheduler=scheduler,
+                               progress=progress, resources=resources)
+    by_width = {key: value for cell in done.values() for key, value in cell.items()}
     rows: list[dict] = []
     curves: list[dict] = []
-    with ctx:
-        data = load_data(config)
-        cells = {k: store.get(f"k{k}") for k in config.widths}
-        missing = tuple(k for k in config.widths if cells[k] is None)
-        if missing:  # every missing width in one compiled program
-            for todo in common.progress([missing], desc=f"width sweep ({len(missing)} widths, one program)",
-                                        enabled=progress):
-                for k, (r, c) in run_widths(config, todo, data).items():
-                    cells[k] = {"rows": r, "curves": c}
-                    store.put(f"k{k}", cells[k])
-        for k in config.widths:
-            rows += [_restore(r) for r in cells[k]["rows"]]
-            curves += cells[k]["curves"]
-    res = Results(config, rows, curves, time.perf_counter() - t0)
+    for k in config.widths:
+        rows += [_restore(r) for r in by_width[f"k{k}"]["rows"]]
+        curves += by_width[f"k{k}"]["curves"]
+    res = Results(config, rows, curves, time.perf_counter() - t0, execution=done.info, cells_report=done.report)
     res.verdicts = verdicts(res)
     return res
 
@@ -1040,7 +1075,8 @@ def save(results: Results) -> list[Path]:
         common.write_csv(out / "curves.csv", results.curves),
         common.write_json(out / "results.json", {"per_width": per_width(results), "verdicts": results.verdicts,
                                                  "rows": results.rows, "seconds": results.seconds}),
-        common.write_json(out / "manifest.json", common.manifest(NAME, results.config, seconds=results.seconds)),
+        common.write_json(out / "manifest.json", common.manifest(NAME, results.config, seconds=results.seconds,
+                                                                  execution=results.execution)),
         *common.save_figure(fig, out / "width_sweep"),
     ]
     plt.close(fig)
