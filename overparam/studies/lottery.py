@@ -85,6 +85,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 class Config:
     """Conv lottery-ticket configuration; fields left at none take the preset's value."""
 
+    #: A (model, round, arm, seed) cell does not depend on how many rounds follow it.
+    NOT_CONTENT = ("rounds",)
+
     data: str = field(default="mnist5k", metadata=_h("data set: mnist5k, digits, cifar10, celeba, folder, npz"))
     path: str | None = field(default=None, metadata=_h("data location (cifar10, celeba, folder, npz)"))
     preset: str = field(default="auto", metadata=_h("small, paper, or auto (small for digits/mnist5k)"))
@@ -366,6 +369,24 @@ class VaeProgram:
         return np.asarray(self._sample(params, colls, jnp.asarray(codes)))
 
 
+_PROGRAMS: dict[tuple, Any] = {}
+
+
+def _program(config: Config, model: str, data: np.ndarray):
+    """The compiled program of ``model`` (shared by runs whose configs agree on what it compiles;
+    the data are an argument of the compiled functions, never a constant)."""
+    r = config.resolved
+    key = (model, config.arch, r["resolution"], data.shape, r["width"], r["latent_dim"], r["batch_size"], config.sn_d,
+           config.loss, config.lr, config.b1, config.b2, config.likelihood, config.sigma)
+    if key not in _PROGRAMS:
+        if len(_PROGRAMS) >= 8:
+            _PROGRAMS.clear()
+        _PROGRAMS[key] = GanProgram(config, data) if model == "gan" else VaeProgram(config, data, model)
+    prog = _PROGRAMS[key]
+    prog.data = jnp.asarray(data)
+    return prog
+
+
 # -- scoring -----------------------------------------------------------------------------------
 class Scorer:
     """Classifier FD (train / held-out), 1-NN both ways, classes covered (or FID on other data)."""
@@ -461,8 +482,7 @@ class _Run:
 
     def prog(self, model: str):
         if model not in self.progs:
-            self.progs[model] = (GanProgram(self.config, self.train) if model == "gan"
-                                 else VaeProgram(self.config, self.train, model))
+            self.progs[model] = _program(self.config, model, self.train)
         return self.progs[model]
 
     def score(self, prog, state) -> dict[str, Any]:
@@ -553,8 +573,8 @@ def _imp_for(run: _Run, model: str, seed: int):
     return imp, ctx, params0, colls
 
 
-def _b_start(run: _Run, target: str, seed: int, state: prune.IMPState, src_state: prune.IMPState,
-             src_key: str, dst_key: str, colls: Any) -> tuple[dict, dict]:
+def _b_start(run: _Run, target: str, state: prune.IMPState, src_state: prune.IMPState, src_key: str,
+             dst_key: str) -> tuple[dict, dict]:
     """Transfer: the source ticket's mask and rewound weights as the target's generator / decoder."""
     rewind = jax.tree_util.tree_map(np.asarray, state.rewind)
     start = dict(rewind)
@@ -565,6 +585,50 @@ def _b_start(run: _Run, target: str, seed: int, state: prune.IMPState, src_state
     return start, mask
 
 
+def _round(st: _Run, config: Config, r: int, seed: int, imps: dict, states: dict, eb: list) -> None:
+    """Round r of one seed: the IMP step of every model, the early-bird arm, the transfers."""
+    for m in config.models:
+        imp, ctx, _, _ = imps[m]
+        ctx["round"], ctx["calls"] = r, 0
+        states[m], runs = imp.step(states[m])
+        for arm, ar in runs.items():
+            st.rows.append(ar.outcome.metrics["row"])
+        if m == "gan" and r == 0:
+            cell = runs["ticket"].outcome.metrics
+            eb[1] = _dec(cell["eb_params"], states[m].rewind, fill=states[m].rewind)
+            eb[0] = states[m].mask
+    if config.early_bird and r >= 1:
+        gan = st.prog("gan")
+        name = f"gan-r{r}-early_bird-s{seed}"
+        eb[0] = prune.magnitude_mask(eb[1], config.imp.target_sparsity(r), config.scope, gan.prunable, current=eb[0])
+        cell = st.store.get(name)
+        if cell is None:
+            start = prune.apply_mask(states["gan"].rewind, eb[0])
+            out = st.train_run("gan", seed, start, eb[0], gan.init_opt(start, eb[0]), imps["gan"][3],
+                               st.E - st.k, None, config.imp.target_sparsity(r + 1))
+            dist = prune.mask_distance(eb[0], states["gan"].mask)
+            cell = st.store.put(name, {
+                "row": st.row("gan", r, "early_bird", seed, eb[0], out["metrics"], eb_epoch=out["eb_epoch"],
+                              epochs=st.E - st.k, distance_to_ticket=dist),
+                "eb_params": _enc(_prunable_only(out["eb_params"], eb[0]))})
+        st.rows.append(cell["row"])
+        eb[1] = _dec(cell["eb_params"], states["gan"].rewind, fill=states["gan"].rewind)
+    if config.transfer and r >= 1:
+        for target, src, src_key, dst_key, arm in (("vae", "gan", "gen", "dec", "from_gan"),
+                                                   ("gan", "vae", "dec", "gen", "from_vae")):
+            name = f"{target}-r{r}-{arm}-s{seed}"
+            cell = st.store.get(name)
+            if cell is None:
+                colls = imps[target][3]
+                start, mask = _b_start(st, target, states[target], states[src], src_key, dst_key)
+                prog = st.prog(target)
+                out = st.train_run(target, seed, start, mask, prog.init_opt(start, mask), colls, st.E - st.k,
+                                   None, None)
+                cell = st.store.put(name, {"row": st.row(target, r, arm, seed, mask, out["metrics"], eb_epoch=None,
+                                                         epochs=st.E - st.k)})
+            st.rows.append(cell["row"])
+
+
 def run(config: Config = Config(), progress: bool = True) -> Results:
     """Every (model, round, arm, seed) cell; finished cells in ``out_dir/cells`` are reused."""
     common.check_out_dir(config.out_dir)
@@ -572,59 +636,19 @@ def run(config: Config = Config(), progress: bool = True) -> Results:
     R = config.resolved["rounds"]
     st = _Run(config, progress)
     seeds = [config.seed + i for i in range(config.seeds)]
-    bar = common.progress(range(len(seeds) * (R + 1)), desc="lottery (seed, round)", enabled=progress)
-    it = iter(bar)
+    imps = {s: {m: _imp_for(st, m, s) for m in config.models} for s in seeds}
+    states = {s: {m: imps[s][m][0].init(imps[s][m][2]) for m in config.models} for s in seeds}
+    eb = {s: [None, None] for s in seeds}  # early-bird chain: (mask, fire-epoch weights) per seed
+    # round-major: every seed finishes round r before any starts round r + 1 (a run stopped early
+    # holds complete rounds; cells do not depend on the number of rounds, so --rounds K reuses them)
+    bar = common.progress([(r, s) for r in range(R + 1) for s in seeds], desc="lottery (round, seed)",
+                          enabled=progress)
+    for r, seed in bar:
+        _round(st, config, r, seed, imps[seed], states[seed], eb[seed])
     for seed in seeds:
-        imps = {m: _imp_for(st, m, seed) for m in config.models}
-        states = {m: imps[m][0].init(imps[m][2]) for m in config.models}
-        eb_mask, eb_params = None, None
-        for r in range(R + 1):
-            for m in config.models:
-                imp, ctx, _, _ = imps[m]
-                ctx["round"], ctx["calls"] = r, 0
-                states[m], runs = imp.step(states[m])
-                for arm, ar in runs.items():
-                    st.rows.append(ar.outcome.metrics["row"])
-                if m == "gan" and r == 0:
-                    cell = runs["ticket"].outcome.metrics
-                    eb_params = _dec(cell["eb_params"], states[m].rewind, fill=states[m].rewind)
-                    eb_mask = states[m].mask
-            if config.early_bird and r >= 1:
-                gan = st.prog("gan")
-                name = f"gan-r{r}-early_bird-s{seed}"
-                eb_mask = prune.magnitude_mask(eb_params, config.imp.target_sparsity(r), config.scope, gan.prunable,
-                                               current=eb_mask)
-                cell = st.store.get(name)
-                if cell is None:
-                    start = prune.apply_mask(states["gan"].rewind, eb_mask)
-                    out = st.train_run("gan", seed, start, eb_mask, gan.init_opt(start, eb_mask), imps["gan"][3],
-                                       st.E - st.k, None, config.imp.target_sparsity(r + 1))
-                    dist = prune.mask_distance(eb_mask, states["gan"].mask)
-                    cell = st.store.put(name, {
-                        "row": st.row("gan", r, "early_bird", seed, eb_mask, out["metrics"], eb_epoch=out["eb_epoch"],
-                                      epochs=st.E - st.k, distance_to_ticket=dist),
-                        "eb_params": _enc(_prunable_only(out["eb_params"], eb_mask))})
-                st.rows.append(cell["row"])
-                eb_params = _dec(cell["eb_params"], states["gan"].rewind, fill=states["gan"].rewind)
-            if config.transfer and r >= 1:
-                for target, src, src_key, dst_key, arm in (("vae", "gan", "gen", "dec", "from_gan"),
-                                                           ("gan", "vae", "dec", "gen", "from_vae")):
-                    name = f"{target}-r{r}-{arm}-s{seed}"
-                    cell = st.store.get(name)
-                    if cell is None:
-                        colls = imps[target][3]
-                        start, mask = _b_start(st, target, seed, states[target], states[src], src_key, dst_key, colls)
-                        prog = st.prog(target)
-                        out = st.train_run(target, seed, start, mask, prog.init_opt(start, mask), colls,
-                                           st.E - st.k, None, None)
-                        cell = st.store.put(name, {"row": st.row(target, r, arm, seed, mask, out["metrics"],
-                                                                 eb_epoch=None, epochs=st.E - st.k)})
-                    st.rows.append(cell["row"])
-            next(it, None)
         for m in config.models:  # the final IMP state (masks, rewind point, trained ticket) of each model and seed
-            prune.save_state(Path(config.out_dir) / "imp_state" / f"{m}-seed{seed}.npz", states[m], imps[m][2])
-    for _ in it:
-        pass
+            prune.save_state(Path(config.out_dir) / "imp_state" / f"{m}-seed{seed}.npz", states[seed][m],
+                             imps[seed][m][2])
     res = Results(config, config.resolved, st.rows, time.perf_counter() - t0,
                   st.scorer.note if st.scorer else "", cells_report=st.store.report())
     res.verdicts = verdicts(res)
