@@ -44,4 +44,8 @@ FIGURES: dict[str, Figure] = {
     "lottery_toy": Figure("lottery-toy", "lottery_toy.toml",
                           "IMP on the mean-matching generator: final residual, measured vs masked-Jacobian predicted "
                           "rate and live hidden units vs sparsity for the ticket, a random mask and a re-init"),
+    "lottery": Figure("lottery", "lottery.toml",
+                      "IMP with late rewinding on a conv GAN, a VAE and an AE (decoder = generator), MNIST-5k 16x16: "
+                      "classifier FD (not FID) / dense vs sparsity per arm (ticket, random, reinit, early-bird, "
+                      "transferred GAN<->VAE tickets) and the early-bird fire epochs"),
 }
