@@ -1,6 +1,10 @@
 import os
+import tempfile
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+# CLI calls in tests use a persistent compile cache of their own (one per test session),
+# never the user's cache folder.
+os.environ.setdefault("OVERPARAM_COMPILE_CACHE", tempfile.mkdtemp(prefix="overparam-test-jax-cache-"))
 
 from hypothesis import settings
 
