@@ -12,7 +12,12 @@ Modules (each imported on use; this package imports nothing heavy at import time
 * :mod:`overparam.bridge.step`         the training step = ``dynamics.make_step`` on the conv game
 * :mod:`overparam.bridge.checkpoints`  orbax checkpoints with digests
 * :mod:`overparam.bridge.loop`         :class:`Trainer`, the host loop (``bridge.trainer`` re-exports all)
-* :mod:`overparam.bridge.sharding`     data parallelism over the local devices
+* :mod:`overparam.bridge.sharding`     data parallelism over the local devices, or a global mesh
+                                       over every process's devices
+* :mod:`overparam.bridge.distributed`  ``jax.distributed`` placement options for multi-host runs
+* :mod:`overparam.bridge.train`        ``python -m overparam.bridge.train``: one conv training run
+                                       (single or multi-process)
+* :mod:`overparam.bridge.vae`          conv VAE and autoencoder whose decoder is the generator
 * :mod:`overparam.bridge.inception`    Inception-v3 pool3 features and FID (weights from a local file)
 * :mod:`overparam.bridge.classifier`   the digits classifier whose features give ``fd_<data>_classifier``
 
