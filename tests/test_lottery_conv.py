@@ -93,6 +93,10 @@ def test_ratio_verdicts_and_highest_sparsity_on_hand_built_rows():
     h = {x["arm"]: x for x in v["highest_sparsity"]}
     assert h["ticket"]["supported"] == pytest.approx(0.2) and h["ticket"]["point"] == pytest.approx(0.2)
     assert h["random"]["supported"] == 0.0 and h["random"]["point"] == pytest.approx(0.2)  # mean 1.1667 <= 1.2
+    b = L.beats_random(res, "gan", 1, "ticket")  # diffs 0.14, 0.26, 0.08: every resample above 0
+    assert b["mean_diff"] == pytest.approx(np.mean([0.14, 0.26, 0.08])) and b["outcome"] == "supported"
+    assert L.beats_random(res, "gan", 2, "ticket")["outcome"] == "supported"  # 3.0 vs 2.0 ratios
+    assert {(x["round"], x["arm"]) for x in v["beats_random"]} == {(1, "ticket"), (2, "ticket")}
 
 
 def test_untrained_dense_network_makes_every_verdict_inconclusive():

@@ -712,6 +712,27 @@ def within_margin(results: Results, model: str, r: int, arm: str) -> dict[str, A
             "mean_ratio": v.value, "lo": lo, "hi": hi, "outcome": v.outcome, "claim": v.to_json()}
 
 
+def beats_random(results: Results, model: str, r: int, arm: str) -> dict[str, Any]:
+    """Claim: the arm trains to better quality than the random mask at the same round and counts,
+    paired by seed: mean of ratio_random − ratio_arm, interval above 0."""
+    cfg = results.config
+    a, b = np.asarray(ratios(results, model, r, "random")), np.asarray(ratios(results, model, r, arm))
+    ok = np.isfinite(a) & np.isfinite(b)
+    problem = None if ok.sum() >= 3 else f"only {int(ok.sum())} seeds with both arms scored (need 3)"
+    untrained = dense_untrained(results, model)
+    if untrained and not problem:
+        problem = f"the dense {model} is far from trained at seeds {untrained}"
+    lo, hi = (claims.bootstrap_paired_difference(a[ok], b[ok], n_boot=cfg.n_boot, seed=7 + 1000 * r, level=cfg.ci)
+              if not problem else (float("nan"), float("nan")))
+    v = claims.verdict(f"{model}_{arm}_round{r}_beats_random", f"{model} {arm} at round {r} trains to a better "
+                       f"{cfg.quality_key} than a random mask with the same layer counts",
+                       "mean over seeds of ratio(random) - ratio(arm)", float(np.mean(a[ok] - b[ok])) if ok.any()
+                       else float("nan"), (lo, hi), f"{cfg.ci:.0%} paired percentile bootstrap", 0.0, "above",
+                       {"n": int(ok.sum())}, problem=problem, threshold_source="sims/lottery.toml (threshold 0)")
+    return {"model": model, "round": r, "arm": arm, "mean_diff": v.value, "lo": lo, "hi": hi, "outcome": v.outcome,
+            "claim": v.to_json()}
+
+
 def per_round(results: Results) -> list[dict[str, Any]]:
     """One row per (model, round, arm): means over seeds, the quality ratio and its verdict."""
     cfg = results.config
@@ -797,9 +818,13 @@ def verdicts(results: Results) -> dict[str, Any]:
                for a in sorted({t["arm"] for t in table if t["model"] == m and t["round"] > 0})]
     claims_out = [t_ for t_ in (within_margin(results, t["model"], t["round"], t["arm"]) for t in table
                                 if t["round"] > 0)]
+    vs_random = [beats_random(results, t["model"], t["round"], t["arm"]) for t in table
+                 if t["round"] > 0 and t["arm"] in ("ticket", "from_gan", "from_vae", "early_bird")
+                 and any(u["model"] == t["model"] and u["round"] == t["round"] and u["arm"] == "random" for u in table)]
     eb = early_bird_table(results) if cfg.early_bird else []
     tr = transfer_table(results, table) if cfg.transfer else []
-    return {"per_round": table, "highest_sparsity": highest, "claims": [c["claim"] for c in claims_out],
+    return {"per_round": table, "highest_sparsity": highest,
+            "claims": [c["claim"] for c in claims_out] + [c["claim"] for c in vs_random], "beats_random": vs_random,
             "early_bird": eb,
             "early_bird_cost_saved_mean": common.finite_mean(x["cost_saved"] for x in eb) if eb else float("nan"),
             "transfer": tr, "margin": cfg.margin, "quality": cfg.quality_key,
@@ -830,6 +855,12 @@ def summary(results: Results) -> str:
     for h in v["highest_sparsity"]:
         lines.append(f"HIGHEST SPARSITY within {cfg.margin:.0%} of dense: {h['model']} {h['arm']}: point estimate "
                      f"{h['point']:.3f}, interval-supported {h['supported']:.3f}")
+    if v["beats_random"]:
+        lines.append("")
+        lines.append(common.format_table(v["beats_random"], ["model", "round", "arm", "mean_diff", "lo", "hi",
+                                                             "outcome"], ".3g"))
+        lines.append("BEATS RANDOM: mean_diff = ratio(random) - ratio(arm), paired by seed; 'supported' = interval "
+                     "above 0")
     if v["early_bird"]:
         lines.append("")
         lines.append(common.format_table(v["early_bird"], ["seed", "fire_epochs", "epochs_used", "epochs_full",
