@@ -369,3 +369,29 @@ def test_width_sweep_cli_executor_errors(tmp_path, monkeypatch, capsys):
     assert simulate.main([*base, "--workers", "2"]) == 2
     assert "--workers needs --executor processes or dask" in capsys.readouterr().err
     assert not (tmp_path / "e" / "cells").exists()
+
+
+# -- the Dirac study (numbers in float64) ---------------------------------------------------------
+SMALL_DIRAC = dict(steps=200, variants=("gan", "r1"), r1_gammas=(1.0,), n_disc=(1,))
+
+
+@pytest.mark.slow
+def test_dirac_processes_and_dask_byte_identical(tmp_path, dask_cluster):
+    from overparam.studies import dirac
+
+    def go(tag: str, **where) -> tuple[Path, dict]:
+        cfg = dirac.Config(**SMALL_DIRAC, out_dir=str(tmp_path / tag))
+        res = dirac.run(cfg, progress=False, **where)
+        dirac.save(res)
+        return tmp_path / tag, res.execution
+
+    a, info = go("inline")
+    assert info["computed"] == len(dirac.cells(dirac.Config(**SMALL_DIRAC))) > 1
+    b, _ = go("procs", executor="processes", workers=2)
+    c, info_c = go("dask", executor="dask", scheduler=dask_cluster.scheduler_address)
+    for out in (b, c):
+        for name in ("summary.csv", "trajectories.csv"):
+            assert (out / name).read_bytes() == (a / name).read_bytes(), (out, name)
+    assert json.loads((c / "manifest.json").read_text())["execution"]["executor"] == "dask"
+    _, again = go("dask", executor="dask", scheduler=dask_cluster.scheduler_address)
+    assert again["reused"] == again["cells"] and again["computed"] == 0

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from overparam import optim
+from overparam import executors, optim
 from overparam.dynamics import Scheme, init_state, make_step, run as run_dynamics
 from overparam.errors import ConfigError, finite_positive, one_of, positive_int, require
 from overparam.games.dirac import VARIANTS, DiracGAN, vector_field
@@ -146,6 +146,7 @@ class Results:
     theory: list[dict[str, Any]]        # one per variant label
     seconds: float
     cells_report: str = ""              # "cells: reused N of M, computed K"
+    execution: dict[str, Any] = field(default_factory=dict)  # where the cells ran (manifest)
 
 
 # -- simulation ------------------------------------------------------------------------------
@@ -247,24 +248,43 @@ def _run_job(config: Config, variant: str, sets: list, sname: str, scheme: Schem
     return {"rows": rows, "trajectories": trajectories}
 
 
-def run(config: Config = Config(), progress: bool = True) -> Results:
-    """Every (variant, scheme) run (finished ones in ``out_dir/cells`` are reused), the status
-    table and the theory table."""
-    t0 = time.perf_counter()
+def _jobs(config: Config) -> dict[str, tuple[str, list, str, Scheme]]:
+    """{cell name ``<variant>-<scheme>``: (variant, parameter sets, scheme name, scheme)} in run order."""
+    return {f"{v}-{sname}": (v, sets, sname, scheme) for v, sets in config.runs() for sname, scheme in config.schemes()}
+
+
+def cells(config: Config) -> list[str]:
+    """The study's cells in their fixed order: one per (variant, scheme)."""
+    return list(_jobs(config))
+
+
+def compute_cell(config: Config, name: str) -> dict:
+    """One (variant, scheme) cell on its own (float64 when ``x64``): what a worker runs."""
+    jobs = _jobs(config)
+    if name not in jobs:
+        raise ConfigError(f"unknown dirac cell {name!r}; cells of this config: {', '.join(jobs)}")
+    variant, sets, sname, scheme = jobs[name]
     ctx = jax.enable_x64(True) if config.x64 else contextlib.nullcontext()
+    with ctx:
+        return _run_job(config, variant, sets, sname, scheme, float(np.hypot(config.theta0, config.psi0)))
+
+
+def run(config: Config = Config(), progress: bool = True, executor: str = "inline", workers: int | None = None,
+        scheduler: str | None = None, resources: str | None = None) -> Results:
+    """Every (variant, scheme) run (finished ones in ``out_dir/cells`` are reused), the status
+    table and the theory table. ``executor``/``workers``/``scheduler``/``resources``: where the
+    missing cells run (:func:`overparam.executors.run_cells`); they never change a number."""
+    t0 = time.perf_counter()
     trajectories: list[dict] = []
     rows: list[dict] = []
     theory_rows: list[dict] = []
-    r0 = float(np.hypot(config.theta0, config.psi0))
-    jobs = [(v, sets, sch) for v, sets in config.runs() for sch in config.schemes()]
     common.check_out_dir(config.out_dir)
     store = common.CellStore(config.out_dir, config)
-    with ctx:
-        for variant, sets, (sname, scheme) in common.progress(jobs, desc="dirac", enabled=progress):
-            cell = store.get_or_compute(f"{variant}-{sname}",
-                                        lambda: _run_job(config, variant, sets, sname, scheme, r0))
-            rows += cell["rows"]
-            trajectories += cell["trajectories"]
+    done = executors.run_cells(__name__, config, store, executor=executor, workers=workers, scheduler=scheduler,
+                               progress=progress, resources=resources)
+    for cell in done.values():
+        rows += cell["rows"]
+        trajectories += cell["trajectories"]
     for variant, sets in config.runs():
         for label, params in sets:
             theory_rows.append(theory_row(config, variant, label, params))
@@ -274,7 +294,8 @@ def run(config: Config = Config(), progress: bool = True) -> Results:
     order = {(t["variant"], s): i for i, (t, s) in enumerate((t, s) for t in theory_rows for s, _ in config.schemes())}
     rows.sort(key=lambda r: order[(r["variant"], r["scheme"])])  # variant by variant, schemes in config order
     res = Results(config, trajectories, rows, theory_rows, time.perf_counter() - t0)
-    res.cells_report = store.report()
+    res.cells_report = done.report
+    res.execution = done.info
     return res
 
 
@@ -355,7 +376,8 @@ def save(results: Results) -> list[Path]:
         common.write_csv(out / "theory.csv", [{**t, "J": str(t["J"])} for t in results.theory]),
         common.write_json(out / "results.json", {"rows": results.rows, "theory": results.theory,
                                                  "seconds": results.seconds}),
-        common.write_json(out / "manifest.json", common.manifest(NAME, results.config, seconds=results.seconds)),
+        common.write_json(out / "manifest.json", common.manifest(NAME, results.config, seconds=results.seconds,
+                                                                  execution=results.execution)),
         *common.save_figure(fig, out / "dirac"),
     ]
     plt.close(fig)
