@@ -16,8 +16,9 @@ from overparam.errors import ConfigError  # noqa: E402
 from overparam.studies import conv_width_sweep as cw  # noqa: E402
 from overparam.studies.config import from_mapping  # noqa: E402
 
+# plateau_rel_tol 0: a changing FD never plateaus, so every run trains to its maximum (20 steps)
 TINY = dict(n=64, widths=(1 / 64, 1 / 32), latent_dim=8, batch_size=16, steps=20, eval_every=10, log_every=10,
-            n_eval=32, classifier_steps=30)
+            n_eval=32, classifier_steps=30, seeds=(0,), tuning_seeds=(), plateau_window=1, plateau_rel_tol=0.0)
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,7 @@ def test_one_row_per_width_with_finite_metrics(done):
     assert [r["width"] for r in res.rows] == [1 / 64, 1 / 32]
     assert res.rows[0]["params_g"] < res.rows[1]["params_g"] and res.rows[0]["params_d"] < res.rows[1]["params_d"]
     for r in res.rows:
-        assert r["status"] == "completed" and r["steps"] == 20
+        assert r["status"] == "completed" and r["steps"] == 20 and r["stop"] == "max" and r["seed"] == 0
         assert math.isfinite(r["final_score"]) and r["final_score"] >= 0
         assert 0 <= r["pixel_overfitting_avg"] <= r["pixel_overfitting_worst5"] <= 255
         assert 0 <= r["pixel_mode_drop_avg"] <= r["pixel_mode_drop_worst5"] <= 255
@@ -47,7 +48,11 @@ def test_one_row_per_width_with_finite_metrics(done):
         assert r["final_score"] == fd[-1]["score"]
         assert r == {**r, **cw.convergence(fd, None)}
     text = cw.summary(res)
-    assert "FID skipped" in text and "NOT FID" in text and "skipped" in text
+    assert "FID skipped" in text and "NOT FID" in text and "skipped" in text and "Verdicts" in text
+    # one seed: no interval, and the unconverged runs make the final-FD verdict inconclusive
+    assert [v.name for v in res.verdicts] == ["final_fd", "steps_to_level", "stability"]
+    assert all(v.outcome == "inconclusive" for v in res.verdicts)
+    assert "not converged" in res.verdicts[0].reason
     names = {p.name for p in paths}
     assert {"conv_width_sweep.png", "conv_width_sweep.pdf", "widths.csv", "curves.csv", "fd_curves.csv",
             "manifest.json"} <= names
@@ -72,8 +77,8 @@ def test_final_nn_and_fd_equal_a_recomputation_from_the_checkpoint(done):
     x = np.clip(np.rint((data + np.float32(1)) * np.float32(127.5)), 0, 255).reshape(64, -1).astype(np.float64)
     for row in res.rows:
         w = row["width"]
-        folder = Path(cfg.out_dir) / "runs" / f"w{w:g}-{config_hash(cfg)[:8]}"
-        t = Trainer(cw.train_config(cfg, w, str(folder)), data)
+        folder = Path(cfg.out_dir) / "runs" / f"s0_w{w:g}-{config_hash(cfg.cell_config())[:8]}"
+        t = Trainer(cw.train_config(cfg, w, str(folder), 0), data)
         assert t.resumed_from == 20
         gen = t.generate(cw.eval_codes(cfg, 8), ema=True)
         g = np.clip(np.rint((gen + np.float32(1)) * np.float32(127.5)), 0, 255).reshape(len(gen), -1)
@@ -96,6 +101,8 @@ def test_tiny_sweep_end_to_end(tmp_path, monkeypatch):
     (row,) = res.rows
     assert row["status"] == "completed" and row["steps"] == 10
     assert [c["step"] for c in res.fd_curves] == [0, 10] and row["final_score"] == res.fd_curves[-1]["score"]
+    assert row["stop"] == "max" and len(res.floors) == 1 and math.isfinite(res.floors[0]["floor"])
+    assert row["fd_level"] == pytest.approx(cfg.level_factor * res.floors[0]["floor"])
     assert math.isfinite(row["final_score"]) and 0 <= row["pixel_overfitting_avg"] <= 255
     assert row == {**row, **cw.convergence(res.fd_curves, None)}
 
@@ -142,6 +149,11 @@ def test_resume_reuses_finished_widths(done, monkeypatch):
     {"data": "celeba"},            # no path
     {"loss": "lsgan"},
     {"fd_threshold": -1.0},
+    {"seeds": ()},
+    {"seeds": (3,), "tuning_seeds": (3,)},
+    {"plateau_window": 0},
+    {"level_factor": 0.0},
+    {"rho_threshold": 2.0},
 ])
 def test_bad_options_raise_config_error(bad):
     with pytest.raises(ConfigError):
@@ -171,6 +183,60 @@ def test_fid_plumbing_with_a_stubbed_inception(done, tmp_path, monkeypatch):
     assert res.rows[0]["fid"] == 42.0 and seen == [(32, 8, 8, 1)]
     assert "FID computed" in cw.summary(res)
     assert "conv_width_sweep.png" in {p.name for p in cw.save(res)}  # the figure gains an FID panel
+
+
+def _rows(values, key="final_score", stop="plateau"):
+    """Synthetic rows: values[seed][i] at widths 1, 2, 4, 8."""
+    return [{"seed": s, "width": w, key: v, "stop": stop, "final_score": v, "steps_to_level": v, "max_rise": v}
+            for s, vs in enumerate(values) for w, v in zip((1.0, 2.0, 4.0, 8.0), vs)]
+
+
+def test_verdicts_on_synthetic_rows():
+    cfg = cw.Config(**{**TINY, "seeds": (0, 1, 2)}, n_boot=2000)
+    # seed 0, 1 strictly decreasing (rho = -1), seed 2 one swap (rho = -0.8): mean -0.9333
+    rows = _rows([[4, 3, 2, 1], [40, 30, 20, 10], [4, 3, 1, 2]])
+    v = {x.name: x for x in cw.decide_verdicts(cfg, rows)}
+    assert list(v) == ["final_fd", "steps_to_level", "stability"]
+    for x in v.values():
+        assert x.value == pytest.approx(-2.8 / 3) and x.runs["per_seed"] == pytest.approx([-1, -1, -0.8])
+        assert x.outcome == "supported" and -1 - 1e-12 <= x.interval[0] <= x.interval[1] <= -0.8 + 1e-12
+    # increasing in width: not supported
+    v = cw.decide_verdicts(cfg, _rows([[1, 2, 3, 4]] * 3))
+    assert all(x.outcome == "not supported" and x.value == pytest.approx(1.0) for x in v)
+    # mixed signs: the interval straddles 0
+    v = cw.decide_verdicts(cfg, _rows([[4, 3, 2, 1], [1, 2, 3, 4], [4, 3, 2, 1]]))
+    assert v[0].value == pytest.approx(-1 / 3) and v[0].outcome == "inconclusive" and "straddles" in v[0].reason
+
+
+def test_unconverged_or_diverged_runs_make_verdicts_inconclusive():
+    cfg = cw.Config(**{**TINY, "seeds": (0, 1, 2)})
+    rows = _rows([[4, 3, 2, 1]] * 3)
+    rows[5]["stop"] = "max"  # seed 1, width 2 did not plateau
+    v = {x.name: x for x in cw.decide_verdicts(cfg, rows)}
+    assert v["final_fd"].outcome == "inconclusive" and "not converged" in v["final_fd"].reason
+    assert "(1, 2.0)" in v["final_fd"].reason and v["stability"].outcome == "inconclusive"
+    assert v["steps_to_level"].outcome == "supported"  # a time to a level needs no plateau
+    rows[6]["stop"] = "diverged"
+    assert all(x.outcome == "inconclusive" and "diverged" in x.reason for x in cw.decide_verdicts(cfg, rows))
+
+
+def test_steps_to_level_and_stability_measures():
+    fd = [{"step": 0, "score": 100.0}, {"step": 10, "score": 40.0}, {"step": 20, "score": 50.0},
+          {"step": 30, "score": 20.0}, {"step": 40, "score": 21.0}]
+    assert cw.steps_to(fd, 40.0) == 10 and cw.steps_to(fd, 20.0) == 30 and cw.steps_to(fd, 5.0) == math.inf
+    assert cw.steps_to(fd, 100.0) == 10  # step 0 never counts
+    assert math.isnan(cw.steps_to(fd, float("nan")))
+    st = cw.stability(fd)
+    assert st["max_rise"] == pytest.approx(0.25)  # 40 -> 50 (step 0 excluded)
+    assert st["last_spread"] == pytest.approx((50 - 20) / np.mean([50, 20, 21]))
+    assert cw.stability(fd[:2])["max_rise"] != cw.stability(fd[:2])["max_rise"]  # NaN: one evaluation
+    assert cw.stability([{"step": 10, "score": 3.0}, {"step": 20, "score": 2.0}])["max_rise"] == 0.0
+    # Spearman against scipy on a tie and an inf (never reached ranks last)
+    from scipy.stats import spearmanr
+
+    assert cw.spearman([1, 2, 4, 8], [5.0, math.inf, 3.0, 3.0]) == pytest.approx(
+        spearmanr([1, 2, 4, 8], [5.0, 1e300, 3.0, 3.0]).statistic)
+    assert math.isnan(cw.spearman([1, 2, 4], [math.inf] * 3))
 
 
 # -- reliability (issue 10) ----------------------------------------------------------------------------

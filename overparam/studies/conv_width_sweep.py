@@ -21,8 +21,26 @@ Per width it measures
 * the top singular value of every G and D layer over training (BigGAN's monitor; the curves show
   the largest over each player's layers), the losses, and parameter counts and images/s.
 
-Presets: "small" (digits, n = 512, widths 0.015625, 0.03125, 0.0625, latent 64, batch 64, 1,000 generator
-steps, EMA decay 0.99; a few CPU minutes) and "paper" (all training images at 32x32, widths
+**Protocol (issue 8, item 5).** Every width and seed trains until its FD plateaus
+(:func:`overparam.claims.plateau_index` over the evaluations: the last ``plateau_window`` + 1 values within
+``plateau_rel_tol`` of their mean; conv_common.train_until_plateau) or reaches ``steps`` (its maximum).
+Per seed, a *real-image floor*: the same FD for ``n_eval`` real images that are not in the training
+subset (the next images of the seeded permutation) against the training images; the pinned *level*
+is ``level_factor`` x that floor. Verdicts (thresholds pinned in sims/conv_width_sweep.toml; each a
+per-seed Spearman rank correlation over the widths, averaged over ``seeds`` with a bootstrap 95 %
+interval over seeds; ``tuning_seeds`` are recorded and disjoint):
+
+* final FD decreasing in width: mean rho(width, final FD) below ``rho_threshold``;
+* steps to the level decreasing in width: mean rho(width, first evaluated step with FD <= level)
+  below ``rho_threshold`` (a width that never reaches it ranks last: +inf);
+* stability against width: mean rho(width, largest relative FD rise between consecutive evaluations,
+  max_t (FD_t - FD_{t-1}) / FD_{t-1}, 0 if it never rises) below ``rho_threshold``.
+The final-FD and stability verdicts are ``inconclusive`` ("runs not converged") when a run stopped
+at its maximum before its plateau; every verdict is when a run diverged.
+
+Presets: "small" (digits, n = 256, widths 1/128 ... 1/16 (a factor 8), latent 64, batch 64, at most 2,000
+generator steps, an FD evaluation every 200, EMA decay 0.99; the default, 3 seeds; the larger CPU set,
+widths 1/64 ... 1/8 at n = 512, is sims/conv_width_sweep_large.toml) and "paper" (all training images at 32x32, widths
 0.125, 0.25, 0.5, 1, latent 512, 50,000 steps, EMA decay 0.999, for a GPU); "auto" picks "small" for digits / mnist5k. Fields left at none take
 the preset's value. Writes widths.csv, curves.csv, fd_curves.csv, results.json, manifest.json and
 conv_width_sweep.png/.pdf. Shared with the stochasticity study: overparam.studies.conv_common (presets,
@@ -32,6 +50,7 @@ A width's trainer checkpoints at every evaluation, and the checkpoint's record c
 far, so a sweep killed right after a checkpoint write resumes with its whole FD curve."""
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -40,6 +59,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from overparam import claims
 from overparam.errors import ConfigError, finite_positive, one_of, positive_int, require
 from overparam.studies import common, conv_common
 from overparam.studies.config import help_meta as _h
@@ -49,12 +69,13 @@ NAME = "conv-width-sweep"
 DESCRIPTION = __doc__
 
 PRESETS: dict[str, dict[str, Any]] = {
-    "small": {"n": 512, "widths": (1 / 64, 1 / 32, 1 / 16), "latent_dim": 64, "steps": 1000, "eval_every": 250,
-              "n_eval": 512, "log_every": 50, "resolution": None, "ema_decay": 0.99},
+    "small": {"n": 256, "widths": (1 / 128, 1 / 64, 1 / 32, 1 / 16), "latent_dim": 64, "steps": 2000, "eval_every": 200,
+              "n_eval": 256, "log_every": 50, "resolution": None, "ema_decay": 0.99},
     "paper": {"n": None, "widths": (0.125, 0.25, 0.5, 1.0), "latent_dim": 512, "steps": 50000, "eval_every": 5000,
               "n_eval": 10000, "log_every": 500, "resolution": 32, "ema_decay": 0.999},
 }
-DROP = 0.9  # convergence = 90 % of the total FD drop (fixed before any run)
+DROP = 0.9  # convergence = 90 % of the total FD drop (fixed before any run; descriptive)
+THRESHOLDS = "sims/conv_width_sweep.toml"
 
 
 @dataclass(frozen=True)
@@ -64,16 +85,17 @@ class Config:
     data: str = field(default="digits", metadata=_h("data set: " + ", ".join(DATASETS)))
     path: str | None = field(default=None, metadata=_h("data location (cifar10, celeba, folder, npz)"))
     preset: str = field(default="auto", metadata=_h("small, paper, or auto (small for digits/mnist5k)"))
-    n: int | None = field(default=None, metadata=_h("training images (preset: 512 / all)"))
+    n: int | None = field(default=None, metadata=_h("training images (preset: 256 / all)"))
     resolution: int | None = field(default=None, metadata=_h("image side (preset: data's own / 32)"))
     widths: tuple[float, ...] | None = field(default=None, metadata=_h("width multipliers, comma-separated decimals "
-                                                                       "(preset: 0.015625,0.03125,0.0625 / "
+                                                                       "(preset: 0.0078125,0.015625,0.03125,0.0625 / "
                                                                        "0.125,0.25,0.5,1)"))
     arch: str = field(default="stoch_dcgan", metadata=_h("network: stoch_dcgan, dcgan, resnet"))
     latent_dim: int | None = field(default=None, metadata=_h("latent dimension (preset: 64 / 512)"))
     batch_size: int = field(default=64, metadata=_h("mini-batch size"))
     fixed_latents: bool = field(default=False, metadata=_h("train on a fixed latent set (one code per image)"))
-    steps: int | None = field(default=None, metadata=_h("generator updates per width (preset: 1000 / 50000)"))
+    steps: int | None = field(default=None, metadata=_h("maximum generator updates per width; a run stops earlier "
+                                                        "at its FD plateau (preset: 2000 / 50000)"))
     n_disc: int = field(default=1, metadata=_h("discriminator steps per generator step"))
     loss: str = field(default="non_saturating", metadata=_h("GAN loss"))
     lr: float = field(default=1e-4, metadata=_h("Adam learning rate of both players"))
@@ -81,10 +103,20 @@ class Config:
     b2: float = field(default=0.9, metadata=_h("Adam beta2"))
     ema_decay: float | None = field(default=None, metadata=_h("EMA decay of G, used for evaluation (preset: "
                                                               "0.99 / 0.999)"))
-    seed: int = field(default=0, metadata=_h("seed (data subset, init, batches, evaluation codes)"))
-    eval_every: int | None = field(default=None, metadata=_h("evaluate the FD every this many steps (preset: 250 / "
+    seeds: tuple[int, ...] = field(default=(1000, 1001, 1002), metadata=_h(
+        "held-out evaluation seeds (each: data subset, init, batches, evaluation codes)"))
+    tuning_seeds: tuple[int, ...] = field(default=(100,), metadata=_h(
+        "seeds used to choose the budget (recorded; disjoint from seeds; not run)"))
+    plateau_window: int = field(default=4, metadata=_h("plateau rule: the last window+1 FD evaluations ..."))
+    plateau_rel_tol: float = field(default=0.1, metadata=_h("... vary by at most this fraction of their mean"))
+    level_factor: float = field(default=2.0, metadata=_h("the FD level of 'steps to level': this many times the "
+                                                         "real-image floor"))
+    rho_threshold: float = field(default=0.0, metadata=_h("verdicts: the mean Spearman rho over seeds must lie "
+                                                          "below this"))
+    n_boot: int = field(default=10000, metadata=_h("bootstrap resamples of the seeds"))
+    eval_every: int | None = field(default=None, metadata=_h("evaluate the FD every this many steps (preset: 200 / "
                                                              "5000)"))
-    n_eval: int | None = field(default=None, metadata=_h("generated samples per evaluation (preset: 512 / 10000)"))
+    n_eval: int | None = field(default=None, metadata=_h("generated samples per evaluation (preset: 256 / 10000)"))
     log_every: int | None = field(default=None, metadata=_h("record losses and singular values every this many steps"))
     fd_threshold: float | None = field(default=None, metadata=_h("also report the first step with FD <= this"))
     inception_weights: str | None = field(default=None, metadata=_h("FID Inception weights (.pth/.npz); none = FID "
@@ -119,6 +151,13 @@ class Config:
                 f"eval_every ({r['eval_every']}) must be a multiple of log_every ({r['log_every']})")
         require(r["steps"] % r["eval_every"] == 0,
                 f"steps ({r['steps']}) must be a multiple of eval_every ({r['eval_every']})")
+        require(len(self.seeds) > 0, "seeds is empty; give e.g. --seeds 1000,1001,1002")
+        claims.check_disjoint(self.tuning_seeds, self.seeds)
+        positive_int("plateau_window", self.plateau_window)
+        finite_positive("plateau_rel_tol", self.plateau_rel_tol, allow_zero=True)
+        finite_positive("level_factor", self.level_factor)
+        positive_int("n_boot", self.n_boot)
+        require(-1.0 <= self.rho_threshold <= 1.0, f"rho_threshold must lie in [-1, 1], got {self.rho_threshold}")
         if self.fd_threshold is not None:
             finite_positive("fd_threshold", self.fd_threshold)
         if self.classifier_steps is not None:
@@ -139,27 +178,34 @@ class Config:
             return f"fd_{self.data}_classifier"
         return "fid" if self.inception_weights else None
 
+    def cell_config(self) -> "Config":
+        """What a cell depends on: without the seed lists and the verdict thresholds."""
+        return dataclasses.replace(self, seeds=(0,), tuning_seeds=(), level_factor=1.0, rho_threshold=0.0, n_boot=1)
+
 
 @dataclass
 class Results:
     config: Config
     resolved: dict[str, Any]
-    rows: list[dict[str, Any]]        # one per width
+    rows: list[dict[str, Any]]        # one per seed and width
     curves: list[dict[str, Any]]      # one per width and recorded step (losses, singular values)
     fd_curves: list[dict[str, Any]]   # one per width and evaluation
     seconds: float
     fid_note: str = ""
     score_note: str = ""
+    floors: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # one per seed
+    verdicts: list[claims.Verdict] = dataclasses.field(default_factory=list)
 
 
 # -- one width --------------------------------------------------------------------------------
-def train_config(config: Config, width: float, out_dir: str):
+def train_config(config: Config, width: float, out_dir: str, seed: int | None = None):
     """One width's trainer config: the stochasticity paper's setting (conv_common.paper_train_config)
     with a checkpoint (and an evaluation) every ``eval_every`` steps."""
     r = config.resolved
     return conv_common.paper_train_config(
         out_dir, arch=config.arch, width=width, latent_dim=r["latent_dim"], batch_size=config.batch_size,
-        steps=r["steps"], log_every=r["log_every"], ckpt_every=r["eval_every"], seed=config.seed,
+        steps=r["steps"], log_every=r["log_every"], ckpt_every=r["eval_every"],
+        seed=config.seeds[0] if seed is None else seed,
         ema_decay=r["ema_decay"], lr=config.lr, b1=config.b1, b2=config.b2, fixed_latents=config.fixed_latents,
         n_disc=config.n_disc, loss=config.loss)
 
@@ -185,11 +231,12 @@ def make_scorer(config: Config, data: np.ndarray) -> tuple[Callable[[np.ndarray]
     return (lambda g: frechet_distance(*gaussian_stats(clf.features(g)), *ref)), note
 
 
-def eval_codes(config: Config, latent_dim: int) -> np.ndarray:
-    """The fixed evaluation codes (the same for every width and step)."""
+def eval_codes(config: Config, latent_dim: int, seed: int | None = None) -> np.ndarray:
+    """The fixed evaluation codes of a seed (the same for every width and step)."""
     import jax
 
-    return np.asarray(jax.random.normal(jax.random.PRNGKey(config.seed + 7919), (config.resolved["n_eval"], latent_dim)))
+    seed = config.seeds[0] if seed is None else seed
+    return np.asarray(jax.random.normal(jax.random.PRNGKey(seed + 7919), (config.resolved["n_eval"], latent_dim)))
 
 
 def convergence(fd: list[dict[str, Any]], threshold: float | None) -> dict[str, Any]:
@@ -210,13 +257,15 @@ def convergence(fd: list[dict[str, Any]], threshold: float | None) -> dict[str, 
 
 
 def run_width(config: Config, width: float, data: np.ndarray, scorer: Callable | None, progress: bool,
-              fid_stats: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+              fid_stats: tuple[np.ndarray, np.ndarray] | None = None, seed: int | None = None) -> dict:
+    """Train one width of one seed until its FD plateaus or ``steps`` (conv_common.train_until_plateau)."""
     from overparam.bridge import nets
     from overparam.bridge.trainer import Trainer
 
-    folder = conv_common.run_folder(config.out_dir, f"w{width:g}", config)
-    trainer = Trainer(train_config(config, width, str(folder)), data)
-    codes = eval_codes(config, trainer.gan.latent_dim)
+    seed = config.seeds[0] if seed is None else seed
+    folder = conv_common.run_folder(config.out_dir, f"s{seed}_w{width:g}", config.cell_config())
+    trainer = Trainer(train_config(config, width, str(folder), seed), data)
+    codes = eval_codes(config, trainer.gan.latent_dim, seed)
 
     def score(t: Trainer) -> float:
         g = t.generate(codes, ema=True)
@@ -230,11 +279,20 @@ def run_width(config: Config, width: float, data: np.ndarray, scorer: Callable |
             fd0 = score(trainer)
             common.write_json(fd0_file, {"score": fd0})
     trainer.score_fn = score if scorer is not None else None
-    summ = trainer.train(progress=progress)
+    r = config.resolved
+    if scorer is not None:
+        stop = conv_common.train_until_plateau(trainer, r["steps"], r["eval_every"], config.plateau_window,
+                                               config.plateau_rel_tol, progress=progress)
+    else:
+        trainer.train(progress=progress)
+        stop = {"stop": "diverged" if trainer.status == "diverged" else "max", "stop_step": trainer.step,
+                "plateau_step": None}
+    summ = trainer.summary()
     fd = ([{"step": 0, "score": fd0}] if fd0 is not None else []) + [
         {"step": s["step"], "score": s["score"]} for s in summ["scores"]]
     fd = sorted({c["step"]: c for c in fd}.values(), key=lambda c: c["step"])
-    row: dict[str, Any] = {"width": width, "params_g": nets.param_count(trainer.state.gen),
+    row: dict[str, Any] = {"seed": seed, "width": width, "stop": stop["stop"],
+                           "params_g": nets.param_count(trainer.state.gen),
                            "params_d": nets.param_count(trainer.state.disc), "status": summ["status"],
                            "steps": trainer.step, "images_per_s": summ["images_per_s"],
                            "final_score": fd[-1]["score"] if fd else float("nan"),
@@ -249,43 +307,142 @@ def run_width(config: Config, width: float, data: np.ndarray, scorer: Callable |
     curves = curve_rows(f"w{width:g}", trainer.records)
     for c in curves:
         c["width"] = width
-    return {"row": row, "curves": curves, "fd": [{"width": width, **c} for c in fd]}
+        c["seed"] = seed
+    return {"row": row, "curves": curves, "fd": [{"seed": seed, "width": width, **c} for c in fd]}
+
+
+def load_seed_data(config: Config, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(training subset, held-out real images, at most n_eval of them) of one seed; with n = all
+    images there is no held-out set (and no real-image floor)."""
+    from overparam.bridge.data import load_dataset
+
+    r = config.resolved
+    if r["n"] is None:
+        data = load_dataset(config.data, config.path, n=None, seed=seed, resolution=r["resolution"])
+        return data, data[:0]
+    return conv_common.heldout_split(config.data, config.path, r["n"], seed, r["resolution"], r["n_eval"])
 
 
 def run(config: Config = Config(), progress: bool = True) -> Results:
-    """Train every width (finished widths in ``out_dir/cells`` are reused) and evaluate it."""
-    from overparam.bridge.data import load_dataset
-
+    """Train every seed's widths to their FD plateau or maximum (finished widths in ``out_dir/cells``
+    are reused, unfinished ones resume from their checkpoints), evaluate them and decide."""
     common.check_out_dir(config.out_dir)  # one error line before any work
     t0 = time.perf_counter()
     r = config.resolved
-    store = common.CellStore(config.out_dir, config)
-    data = load_dataset(config.data, config.path, n=r["n"], seed=config.seed, resolution=r["resolution"])
-    if config.batch_size > data.shape[0]:
-        raise ConfigError(f"batch_size {config.batch_size} exceeds the {data.shape[0]} training images")
-    scorer, note, fid_stats = None, None, None
-    rows, curves, fds = [], [], []
-    for w in common.progress(r["widths"], desc="conv width sweep", enabled=progress):
-        cell = store.get(f"w{w:g}")
-        if cell is None:
-            if note is None:
-                scorer, note = make_scorer(config, data)
-            if config.inception_weights and fid_stats is None:
-                from overparam.bridge import inception
+    store = common.CellStore(config.out_dir, config.cell_config())
+    note, fid_stats = None, None
+    rows, curves, fds, floors = [], [], [], []
+    for seed in common.progress(config.seeds, desc="conv width sweep", enabled=progress):
+        data, held = load_seed_data(config, seed)
+        if config.batch_size > data.shape[0]:
+            raise ConfigError(f"batch_size {config.batch_size} exceeds the {data.shape[0]} training images")
+        scorer, fid_stats = None, None
+        floor = store.get(f"s{seed}_floor")
+        if floor is None:
+            scorer, note = make_scorer(config, data)
+            value = float(scorer(held)) if scorer is not None and len(held) >= 2 else float("nan")
+            floor = store.put(f"s{seed}_floor", {"seed": seed, "n_ref": int(len(held)), "floor": value,
+                                                 "score_note": note})
+        floors.append(floor)
+        for w in r["widths"]:
+            cell = store.get(f"s{seed}_w{w:g}")
+            if cell is None:
+                if scorer is None:
+                    scorer, note = make_scorer(config, data)
+                if config.inception_weights and fid_stats is None:
+                    from overparam.bridge import inception
 
-                fid_stats = inception.reference_statistics(data, config.inception_weights)
-            cell = run_width(config, w, data, scorer, progress, fid_stats)
-            cell["score_note"] = note
-            store.put(f"w{w:g}", cell)
-        note = cell["score_note"]
-        fd = [{"step": c["step"], "score": c["score"]} for c in cell["fd"]]
-        rows.append({**cell["row"], **convergence(fd, config.fd_threshold)})  # derived from the stored curve
-        curves += cell["curves"]
-        fds += cell["fd"]
+                    fid_stats = inception.reference_statistics(data, config.inception_weights)
+                cell = run_width(config, w, data, scorer, progress, fid_stats, seed)
+                cell["score_note"] = note
+                store.put(f"s{seed}_w{w:g}", cell)
+            note = cell["score_note"]
+            fd = [{"step": c["step"], "score": c["score"]} for c in cell["fd"]]
+            level = config.level_factor * floor["floor"]
+            rows.append({**cell["row"], **convergence(fd, config.fd_threshold), **stability(fd),
+                         "fd_level": level, "steps_to_level": steps_to(fd, level)})  # derived from the stored curve
+            curves += cell["curves"]
+            fds += cell["fd"]
     fid_note = ("FID computed at the end against the n training images" if config.inception_weights else
                 "FID skipped: no Inception weights file given (--inception-weights PATH; see "
                 "overparam.bridge.inception for the protocol)")
-    return Results(config, r, rows, curves, fds, time.perf_counter() - t0, fid_note, note or "")
+    res = Results(config, r, rows, curves, fds, time.perf_counter() - t0, fid_note, note or "", floors)
+    res.verdicts = decide_verdicts(config, rows)
+    return res
+
+
+def steps_to(fd: list[dict[str, Any]], level: float) -> float:
+    """The first evaluated step with FD <= level (after step 0); +inf if never (or no finite level)."""
+    if not math.isfinite(level):
+        return math.nan
+    return float(next((c["step"] for c in fd if c["step"] > 0 and c["score"] <= level), math.inf))
+
+
+def stability(fd: list[dict[str, Any]]) -> dict[str, float]:
+    """``max_rise``: the largest relative FD rise between consecutive evaluations after step 0,
+    max_t (FD_t - FD_{t-1}) / FD_{t-1} (0 when it never rises); ``last_spread``: (max - min) / mean
+    of the last 3 evaluations (descriptive)."""
+    v = [c["score"] for c in sorted(fd, key=lambda c: c["step"]) if c["step"] > 0]
+    if len(v) < 2 or not all(math.isfinite(x) for x in v):
+        return {"max_rise": math.nan, "last_spread": math.nan}
+    rises = [(b - a) / a for a, b in zip(v, v[1:]) if a > 0]
+    last = np.asarray(v[-3:])
+    return {"max_rise": max(0.0, max(rises)) if rises else 0.0,
+            "last_spread": float(np.ptp(last) / np.mean(last)) if np.mean(last) > 0 else math.nan}
+
+
+def spearman(x: list[float], y: list[float]) -> float:
+    """Spearman's rank correlation (average ranks for ties, +inf ranks last); NaN with < 3 pairs
+    or a constant side."""
+    from scipy.stats import spearmanr
+
+    pairs = [(a, b) for a, b in zip(x, y) if not (math.isnan(a) or math.isnan(b))]
+    if len(pairs) < 3 or len({p[0] for p in pairs}) < 2 or len({p[1] for p in pairs}) < 2:
+        return float("nan")
+    return float(spearmanr([p[0] for p in pairs], [p[1] for p in pairs]).statistic)
+
+
+VERDICTS = (
+    ("final_fd", "final_score", "wider conv GANs reach a lower classifier-feature FD (better sample quality)",
+     "final FD"),
+    ("steps_to_level", "steps_to_level", "wider conv GANs reach the pinned FD level in fewer steps (faster)",
+     "steps to FD <= level"),
+    ("stability", "max_rise", "wider conv GANs train more stably (smaller FD rises between evaluations)",
+     "largest relative FD rise"),
+)
+
+
+def decide_verdicts(config: Config, rows: list[dict[str, Any]]) -> list[claims.Verdict]:
+    """Per seed Spearman rho(width, statistic); mean over seeds with a bootstrap interval over seeds,
+    below the pinned ``rho_threshold`` (module docstring)."""
+    seeds = sorted({r["seed"] for r in rows})
+    out = []
+    diverged = sorted({(r["seed"], r["width"]) for r in rows if r.get("stop") == "diverged"})
+    open_ = sorted({(r["seed"], r["width"]) for r in rows if r.get("stop") not in ("plateau", "diverged")})
+    for name, key, claim, label in VERDICTS:
+        rhos = []
+        for s in seeds:
+            rs = sorted((r for r in rows if r["seed"] == s), key=lambda r: r["width"])
+            rhos.append(spearman([r["width"] for r in rs], [float(r.get(key, math.nan)) for r in rs]))
+        vals = np.asarray(rhos, float)
+        finite = vals[np.isfinite(vals)]
+        problem = None
+        if diverged:
+            problem = f"runs diverged (seed, width): {diverged}"
+        elif open_ and name != "steps_to_level":
+            problem = f"runs not converged: no FD plateau within {config.resolved['steps']} steps at (seed, width) {open_}"
+        elif finite.size < len(vals):
+            problem = f"{len(vals) - finite.size} of {len(vals)} seeds give no rank correlation (no finite values)"
+        elif finite.size < 2:
+            problem = f"{finite.size} usable seed(s); an interval needs at least 2"
+        iv = claims.bootstrap_mean(finite, n_boot=config.n_boot, seed=0) if finite.size >= 2 else (math.nan, math.nan)
+        out.append(claims.verdict(
+            name, claim, f"mean over seeds of Spearman rho(width, {label})",
+            float(finite.mean()) if finite.size else math.nan, iv, "bootstrap over seeds", config.rho_threshold,
+            "below", {"n": int(finite.size), "seeds": seeds, "per_seed": [float(v) for v in vals],
+                      "widths": sorted({r["width"] for r in rows})},
+            problem=problem, threshold_source=THRESHOLDS))
+    return out
 
 
 # -- output -------------------------------------------------------------------------------------
@@ -295,8 +452,11 @@ def summary(results: Results) -> str:
     shown = []
     for row in results.rows:
         shown.append({
-            "width": f"{row['width']:g}", "params G": row["params_g"], "params D": row["params_d"],
+            "seed": row.get("seed", ""), "width": f"{row['width']:g}", "params G": row["params_g"],
+            "params D": row["params_d"], "steps": row["steps"], "stop": row.get("stop", ""),
             f"{score} final": row.get("final_score", float("nan")),
+            "steps to level": row.get("steps_to_level", float("nan")),
+            "max FD rise": row.get("max_rise", float("nan")),
             "steps to 90% drop": ("no drop" if row.get("steps_to_90pct_drop") is None else
                                   f"{row['steps_to_90pct_drop']}" + (" (still falling)" if row.get("still_falling")
                                                                      else "")),
@@ -305,18 +465,27 @@ def summary(results: Results) -> str:
             "1-NN OF avg": row.get("pixel_overfitting_avg", float("nan")),
             "1-NN MD avg": row.get("pixel_mode_drop_avg", float("nan")),
             "FID": row["fid"] if "fid" in row else "skipped",
-            "img/s": row.get("images_per_s") or float("nan"), "status": row["status"]})
+            "img/s": row.get("images_per_s") or float("nan")})
     cols = list(shown[0]) if shown else []
     n_train = r["n"] if r["n"] is not None else "all"
     return "\n".join([
         f"Conv width sweep ({cfg.data}, n = {n_train}, preset {r['preset']}, {cfg.arch}, latent {r['latent_dim']}, "
-        f"batch {cfg.batch_size}, {r['steps']} generator steps, Adam({cfg.lr:g}, {cfg.b1:g}, {cfg.b2:g}), "
+        f"batch {cfg.batch_size}, at most {r['steps']} generator steps, Adam({cfg.lr:g}, {cfg.b1:g}, {cfg.b2:g}), "
         f"{cfg.loss}, SN in D, EMA {r['ema_decay']:g}).",
         f"Per-evaluation distance: {results.score_note} (n_eval = {r['n_eval']} EMA samples, "
         f"every {r['eval_every']} steps).",
         "1-NN: pixel L1 on [0, 255] per pixel and channel, avg (OF = generated -> training, MD = training -> "
         "generated). " + results.fid_note + ".",
-        "", common.format_table(shown, cols, floatfmt=".3g"), f"({results.seconds:.0f} s)"])
+        f"A run stops when its FD plateaus (last {cfg.plateau_window + 1} evaluations within "
+        f"{cfg.plateau_rel_tol:.0%} of their mean) or at the maximum. Held-out seeds {list(cfg.seeds)} (tuning seeds "
+        f"{list(cfg.tuning_seeds)}, not run here).",
+        "Real-image floor (the same FD for real images not in the training subset) per seed: " + ", ".join(
+            f"{f['seed']}: {f['floor']:.4g} (n_ref {f['n_ref']})" for f in results.floors)
+        + f"; level = {cfg.level_factor:g} x floor; 'steps to level' inf = never reached.",
+        "", common.format_table(shown, cols, floatfmt=".3g"),
+        "", f"Verdicts (thresholds pinned in {THRESHOLDS}; per-seed Spearman rho over the widths, bootstrap 95 % "
+        "intervals over seeds):", *["  " + v.line() for v in results.verdicts],
+        f"({results.seconds:.0f} s)"])
 
 
 def plot(results: Results):
@@ -328,11 +497,13 @@ def plot(results: Results):
     has_fid = any("fid" in r for r in results.rows)
     fig, axes = plt.subplots(1, 5 if has_fid else 4, figsize=(18 if has_fid else 15, 3.4))
     score = results.config.score_name or "no distance"
-    for row in results.rows:
+    seed0 = results.rows[0].get("seed") if results.rows else None
+    first = [r for r in results.rows if r.get("seed") == seed0]
+    for row in first:
         w = row["width"]
-        fd = [c for c in results.fd_curves if c["width"] == w]
+        fd = [c for c in results.fd_curves if c["width"] == w and c.get("seed") == seed0]
         axes[0].plot([c["step"] for c in fd], [c["score"] for c in fd], "o-", ms=3, label=f"width {w:g}")
-        cur = [c for c in results.curves if c["width"] == w]
+        cur = [c for c in results.curves if c["width"] == w and c.get("seed") == seed0]
         axes[1].plot([c["step"] for c in cur], [c["G_top_sv"] for c in cur], label=f"width {w:g}")
         axes[2].plot([c["step"] for c in cur], [c["D_top_sv"] for c in cur], label=f"width {w:g}")
     axes[0].set_title(f"{score} vs step" + (" (not FID)" if "classifier" in score else ""), fontsize=9)
@@ -344,15 +515,17 @@ def plot(results: Results):
     axes[1].set_yscale("log")
     axes[2].set_yscale("log")
     axes[0].legend(fontsize=7)
-    ws = [r["width"] for r in results.rows]
+    ws = sorted({r["width"] for r in results.rows})
     for key, label in (("pixel_overfitting_avg", "overfitting avg"), ("pixel_mode_drop_avg", "mode drop avg")):
-        axes[3].plot(ws, [r.get(key, float("nan")) for r in results.rows], "o-", label=label)
+        axes[3].plot(ws, [common.finite_mean([r.get(key, float("nan")) for r in results.rows if r["width"] == w])
+                          for w in ws], "o-", label=label)
     axes[3].set_xscale("log", base=2)
     axes[3].set_xlabel("width multiplier")
     axes[3].set_title("1-NN pixel L1 [0, 255] vs width", fontsize=9)
     axes[3].legend(fontsize=7)
     if has_fid:
-        axes[4].plot(ws, [r.get("fid", float("nan")) for r in results.rows], "o-")
+        axes[4].plot(ws, [common.finite_mean([r.get("fid", float("nan")) for r in results.rows if r["width"] == w])
+                          for w in ws], "o-")
         axes[4].set_xscale("log", base=2)
         axes[4].set_title("FID vs width", fontsize=9)
     fig.tight_layout()
@@ -368,7 +541,10 @@ def save(results: Results) -> list[Path]:
         common.write_csv(out / "curves.csv", results.curves),
         common.write_csv(out / "fd_curves.csv", results.fd_curves),
         common.write_json(out / "results.json", {"resolved": results.resolved, "rows": results.rows,
-                                                  "score": results.score_note,
+                                                  "score": results.score_note, "floors": results.floors,
+                                                  "verdicts": [v.to_json() for v in results.verdicts],
+                                                  "heldout_seeds": list(results.config.seeds),
+                                                  "tuning_seeds": list(results.config.tuning_seeds),
                                                   "fid": results.fid_note, "seconds": results.seconds}),
         common.write_json(out / "manifest.json", common.manifest(NAME, results.config, resolved=results.resolved,
                                                                  seconds=results.seconds)),
