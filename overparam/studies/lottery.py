@@ -907,11 +907,15 @@ def plot(results: Results):
     ax = axes[-1]
     eb = v["early_bird"]
     if eb:
-        for row in eb:
-            f = [np.nan if e is None else e for e in row["fire_epochs"]]
-            ax.plot(range(len(f)), f, "o-", label=f"seed {row['seed']}")
-        ax.axhline(results.resolved["epochs"], color="k", ls=":", lw=1, label="full run")
-        ax.set(xlabel="round (mask found for round + 1)", ylabel="early-bird fire epoch",
+        E, k = results.resolved["epochs"], results.config.rewind_epoch
+        for i, row in enumerate(eb):
+            full = [E if r == 0 else E - k for r in range(len(row["fire_epochs"]))]
+            used = [f if e is None else e for e, f in zip(row["fire_epochs"], full)]
+            ax.plot(range(len(used)), used, "-", color=f"C{i}", label=f"seed {row['seed']}")
+            for r, e in enumerate(row["fire_epochs"]):
+                ax.plot(r, used[r], "o" if e is not None else "x", color=f"C{i}", ms=6)
+        ax.axhline(E, color="k", ls=":", lw=1, label="full run (x: never fired)")
+        ax.set(xlabel="round (mask found for round + 1)", ylabel="epochs to the mask (fire epoch)",
                title=f"early bird: search cost saved {v['early_bird_cost_saved_mean']:.0%}")
         ax.legend(fontsize=7)
     else:
