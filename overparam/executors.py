@@ -72,9 +72,11 @@ class CellResults(dict):
 
     @property
     def report(self) -> str:
-        """``cells: reused R of N, computed C (executor E)``: the line a study prints."""
+        """``cells: reused R of N, computed C`` (the format of :meth:`CellStore.report`), plus
+        `` (executor E)`` when the cells did not run inline: the line a study prints."""
         i = self.info
-        return f"cells: reused {i['reused']} of {i['cells']}, computed {i['computed']} (executor {i['executor']})"
+        where = "" if i["executor"] == "inline" else f" (executor {i['executor']})"
+        return f"cells: reused {i['reused']} of {i['cells']}, computed {i['computed']}{where}"
 
 
 # -- options ---------------------------------------------------------------------------------

@@ -116,13 +116,13 @@ def test_inline_values_and_resume_says_so(tmp_path):
     np.testing.assert_allclose([r["x"] for r in rows], [e["x"] for e in expected], rtol=0, atol=0)
     assert all(np.isnan(r["log_abs"]) for r in rows if r["j"] == 0)  # NaN survives the JSON cell
     assert info["computed"] == cfg.cells and info["reused"] == 0
-    assert info["report"] == "cells: reused 0 of 6, computed 6 (executor inline)"
+    assert info["report"] == "cells: reused 0 of 6, computed 6"
     batches = [line for line in Path(cfg.log).read_text().splitlines() if line.startswith("batch")]
     assert len(batches) == 1 and batches[0].split()[1] == ",".join(study.cells(cfg))  # one batch call
 
     _, rows2, info2, second = _run(tmp_path, "a")
     assert info2["reused"] == cfg.cells and info2["computed"] == 0
-    assert info2["report"] == "cells: reused 6 of 6, computed 0 (executor inline)"
+    assert info2["report"] == "cells: reused 6 of 6, computed 0"
     assert second == first
     assert _ends(cfg.log) == sorted(study.cells(cfg))  # the second run computed nothing
 
@@ -324,7 +324,7 @@ def _same_outputs(a: Path, b: Path) -> None:
 @pytest.fixture(scope="module")
 def ws_inline(tmp_path_factory):
     out, text = _cli(tmp_path_factory.mktemp("ws"), "inline")
-    assert "cells: reused 0 of 2, computed 2 (executor inline)" in text
+    assert "cells: reused 0 of 2, computed 2" in text
     return out
 
 
