@@ -432,7 +432,8 @@ def decide_verdicts(config: Config, rows: list[dict[str, Any]]) -> list[claims.V
         elif open_ and name != "steps_to_level":
             problem = f"runs not converged: no FD plateau within {config.resolved['steps']} steps at (seed, width) {open_}"
         elif finite.size < len(vals):
-            problem = f"{len(vals) - finite.size} of {len(vals)} seeds give no rank correlation (no finite values)"
+            problem = (f"{len(vals) - finite.size} of {len(vals)} seeds give no rank correlation (the statistic is "
+                       "constant over the widths, e.g. no width reached the level or no FD ever rose, or not finite)")
         elif finite.size < 2:
             problem = f"{finite.size} usable seed(s); an interval needs at least 2"
         iv = claims.bootstrap_mean(finite, n_boot=config.n_boot, seed=0) if finite.size >= 2 else (math.nan, math.nan)
