@@ -395,3 +395,37 @@ def test_dirac_processes_and_dask_byte_identical(tmp_path, dask_cluster):
     assert json.loads((c / "manifest.json").read_text())["execution"]["executor"] == "dask"
     _, again = go("dask", executor="dask", scheduler=dask_cluster.scheduler_address)
     assert again["reused"] == again["cells"] and again["computed"] == 0
+
+
+# -- the modes study: one cell per optimizer arm (tuning grid + held-out evaluation) -------------
+SMALL_MODES = dict(optimizers=("sgd", "nsgd_global"), n_lr=2, tuning_seeds=2, heldout_seeds=3, steps=500)
+
+
+def test_modes_cells_are_arms():
+    from overparam.studies import modes
+
+    cfg = modes.Config(**SMALL_MODES)
+    assert modes.cells(cfg) == ["arm_sgd", "arm_nsgd_global"]
+    with pytest.raises(ConfigError, match="unknown modes cell"):
+        modes.compute_cell(cfg, "arm_adam")
+
+
+@pytest.mark.slow
+def test_modes_processes_and_dask_byte_identical(tmp_path, dask_cluster):
+    from overparam.studies import modes
+
+    def go(tag: str, **where):
+        res = modes.run(modes.Config(**SMALL_MODES, out_dir=str(tmp_path / tag)), progress=False, **where)
+        modes.save(res)
+        return tmp_path / tag, res
+
+    a, ra = go("inline")
+    assert ra.execution["computed"] == 2
+    b, _ = go("procs", executor="processes", workers=2)
+    c, rc = go("dask", executor="dask", scheduler=dask_cluster.scheduler_address)
+    for out in (b, c):
+        for name in ("cells.csv", "recovery_over_training.csv"):
+            assert (out / name).read_bytes() == (a / name).read_bytes(), (out, name)
+    assert [v.to_json()["outcome"] for v in rc.verdicts] == [v.to_json()["outcome"] for v in ra.verdicts]
+    _, again = go("dask", executor="dask", scheduler=dask_cluster.scheduler_address)
+    assert again.execution["reused"] == 2 and again.execution["computed"] == 0

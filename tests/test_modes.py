@@ -499,9 +499,9 @@ def test_cli_tiny_run(tmp_path, capsys):
                                                     "sgda_collapses_every_cell"}
     assert all(v["outcome"] in claims.OUTCOMES for v in res["verdicts"])
     assert (out / "manifest.json").exists()
-    # rerun: every phase is read back from out_dir/cells, same numbers
+    # rerun: every arm (tuning grid + held-out evaluation, one cell each) is read back, same numbers
     assert simulate.main(argv) == 0
     again = json.loads((out / "results.json").read_text())
     assert again["optimizers"] == res["optimizers"] or all(
         again["optimizers"][n]["all_modes_share"] == res["optimizers"][n]["all_modes_share"] for n in res["optimizers"])
-    assert "reused 4 of 4" in capsys.readouterr().out
+    assert "cells: reused 2 of 2, computed 0" in capsys.readouterr().out

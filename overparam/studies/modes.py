@@ -58,7 +58,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from overparam import claims, optim
+from overparam import claims, executors, optim
 from overparam.dynamics import Scheme, init_state, make_step, run as run_dynamics
 from overparam.errors import ConfigError, finite_positive, one_of, positive_int, require
 from overparam.games.multimodal import Mixture2D, Mixture2DSpec, Neurons, NeuronsSpec
@@ -297,6 +297,7 @@ class Results:
     protocol: dict[str, Any] = dataclasses.field(default_factory=dict)
     verdicts: list[claims.Verdict] = dataclasses.field(default_factory=list)
     cells_report: str = ""
+    execution: dict[str, Any] = dataclasses.field(default_factory=dict)  # where the cells ran
 
 
 # -- games and metrics --------------------------------------------------------------------------
@@ -441,39 +442,54 @@ def _late_index(config: Config, record_steps: np.ndarray) -> int:
 
 
 # -- the study -----------------------------------------------------------------------------------
-def run(config: Config = Config(), progress: bool = True) -> Results:
-    """Tune every optimizer on its grid, evaluate its chosen cell on held-out seeds (resumable)."""
+def cells(config: Config) -> list[str]:
+    """The study's cells in their fixed order: one per optimizer arm (its tuning grid and its
+    held-out evaluation, which depends on the cell the tuning chose)."""
+    return [f"arm_{name}" for name in config.optimizers]
+
+
+def compute_cell(config: Config, name: str) -> dict[str, Any]:
+    """One arm on its own: tune on the pinned grid and tuning seeds, choose the cell
+    (:func:`choose_cell`), evaluate it on the held-out seeds. What a worker runs."""
+    arm = name[len("arm_"):] if name.startswith("arm_") else None
+    if arm not in config.optimizers:
+        raise ConfigError(f"unknown modes cell {name!r}; cells of this config: {', '.join(cells(config))}")
+    lrs = config.lrs_for(arm)
+    t0 = time.perf_counter()
+    out = run_optimizer(config, arm)
+    tune = {"modes": out["per_mode"].astype(np.int8), "alive": out["alive"], "quality": out["quality"],
+            "steps": out["steps"], "seconds": time.perf_counter() - t0}
+    i, j = choose_cell(np.asarray(tune["modes"], bool), _late_index(config, np.asarray(out["steps"], int)))
+    t1 = time.perf_counter()
+    ev = run_cells(config, arm, np.array([lrs[i]]), np.array([lrs[j]]), config.heldout)
+    heldout = {"modes": ev["modes"][0].astype(np.int8), "alive": ev["alive"][0], "quality": ev["quality"][0],
+               "chosen": [int(i), int(j)], "seconds": time.perf_counter() - t1}
+    return {"tune": tune, "heldout": heldout}
+
+
+def run(config: Config = Config(), progress: bool = True, executor: str = "inline", workers: int | None = None,
+        scheduler: str | None = None, resources: str | None = None) -> Results:
+    """Tune every optimizer on its grid, evaluate its chosen cell on held-out seeds (resumable:
+    one content-keyed cell per arm). ``executor``/``workers``/``scheduler``/``resources``: where
+    the missing arms run (:func:`overparam.executors.run_cells`); they never change a number."""
     common.check_out_dir(config.out_dir)
     store = common.CellStore(config.out_dir, config)
+    done = executors.run_cells(__name__, config, store, executor=executor, workers=workers, scheduler=scheduler,
+                               progress=progress, resources=resources)
     arms: dict[str, Arm] = {}
     steps = None
-    for name in common.progress(config.optimizers, desc=f"modes ({config.family})", enabled=progress):
-        lrs = config.lrs_for(name)
-        t0 = time.perf_counter()
-        tune = store.get(f"tune_{name}")
-        if tune is None:
-            out = run_optimizer(config, name)
-            tune = store.put(f"tune_{name}", {"modes": out["per_mode"].astype(np.int8), "alive": out["alive"],
-                                              "quality": out["quality"], "steps": out["steps"],
-                                              "seconds": time.perf_counter() - t0})
-        tm = np.asarray(tune["modes"], bool)
+    for name in config.optimizers:
+        tune, ev = done[f"arm_{name}"]["tune"], done[f"arm_{name}"]["heldout"]
         steps = np.asarray(tune["steps"], int)
-        late = _late_index(config, steps)
-        i, j = choose_cell(tm, late)
-        t1 = time.perf_counter()
-        ev = store.get(f"heldout_{name}")
-        if ev is None or tuple(ev["chosen"]) != (i, j):
-            out = run_cells(config, name, np.array([lrs[i]]), np.array([lrs[j]]), config.heldout)
-            ev = store.put(f"heldout_{name}", {"modes": out["modes"][0].astype(np.int8), "alive": out["alive"][0],
-                                               "quality": out["quality"][0], "chosen": [i, j],
-                                               "seconds": time.perf_counter() - t1})
-        arms[name] = Arm(lrs, tm, np.asarray(tune["alive"], bool), np.asarray(tune["quality"], float),
-                         np.asarray(ev["modes"], bool), np.asarray(ev["alive"], bool),
-                         np.asarray(ev["quality"], float), (i, j), float(tune["seconds"]) + float(ev["seconds"]))
+        arms[name] = Arm(config.lrs_for(name), np.asarray(tune["modes"], bool), np.asarray(tune["alive"], bool),
+                         np.asarray(tune["quality"], float), np.asarray(ev["modes"], bool),
+                         np.asarray(ev["alive"], bool), np.asarray(ev["quality"], float), tuple(ev["chosen"]),
+                         float(tune["seconds"]) + float(ev["seconds"]))
     n_modes = next(iter(arms.values())).tune_modes.shape[-1]
     res = Results(config, steps, _late_index(config, steps), n_modes, arms)
     analyse(res)
-    res.cells_report = store.report()
+    res.cells_report = done.report
+    res.execution = done.info
     return res
 
 
@@ -719,7 +735,8 @@ def save(results: Results) -> list[Path]:
             "n_modes": results.n_modes, "optimizers": {t["optimizer"]: t for t in results.table},
             "verdicts": [v.to_json() for v in results.verdicts]}),
         common.write_json(out / "manifest.json", common.manifest(
-            NAME, results.config, seconds={n: a.seconds for n, a in results.arms.items()})),
+            NAME, results.config, seconds={n: a.seconds for n, a in results.arms.items()},
+            execution=results.execution)),
     ]
     for name in results.arms:
         fig = plot_heatmap(results, name)
