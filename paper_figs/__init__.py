@@ -33,11 +33,14 @@ FIGURES: dict[str, Figure] = {
     "modes_neurons": Figure("modes", "modes_neurons.toml",
                             "neurons family (K = m = m_D = 3 in d = 50): the same protocol; the modes default"),
     "stochasticity": Figure("stochasticity", "stochasticity.toml",
-                            "conv GAN on a fixed latent set: 1-NN overfitting / mode-drop distances vs batch size "
-                            "and latent noise (Yazici et al. Table 1), samples beside their nearest neighbours"),
+                            "conv GAN on a fixed latent set trained to a pinned 1-NN plateau: overfitting / mode-drop "
+                            "distances for full batch, a smaller batch (equal updates and equal epochs) and latent "
+                            "noise against a real-image baseline (Yazici et al. Table 1), samples beside their "
+                            "nearest neighbours"),
     "conv_width_sweep": Figure("conv-width-sweep", "conv_width_sweep.toml",
-                               "conv GAN width multipliers: digits-classifier Frechet distance (not FID) over "
-                               "training, 1-NN and top singular values vs width"),
+                               "conv GAN width multipliers trained to a pinned FD plateau: digits-classifier Frechet "
+                               "distance (not FID) over training against the real-image floor, 1-NN and top singular "
+                               "values vs width, rank-correlation verdicts over held-out seeds"),
     "optimizers": Figure("optimizers", "optimizers.toml",
                          "DCGAN on MNIST-5k 16x16: (eta_G, eta_D) heatmaps of the classifier FD (not FID) per optimizer "
                          "(Adam, SGDA, nSGDA global / per tensor, Ada-nSGDA, SGDA-Ada) and held-out FD with intervals"),
