@@ -200,3 +200,29 @@ def test_sigkill_then_resume_gives_the_same_bytes(tmp_path, mode, kill_when):
         assert (killed / name).read_bytes() == (ref / name).read_bytes(), name
     ref_cells = {p.name: p.read_bytes() for p in (ref / "cells").glob("*.json")}
     assert {p.name: p.read_bytes() for p in (killed / "cells").glob("*.json")} == ref_cells
+
+
+def test_duplicate_widths_are_one_error(capsys):
+    assert simulate.main(["width-sweep", "--widths", "4,8,4", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: widths lists [4] more than once; give each width once (seeds sets the runs per width)"]
+
+
+def test_bench_bad_input_is_one_line(capsys):
+    from overparam.bench.__main__ import main as bench
+
+    assert bench(["width-sweep", "--no-compile-cache", "--widths", "abc"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: widths must be an integer, got 'abc'"]
+
+
+@pytest.mark.parametrize("study, bad", [
+    ("width_sweep", {"mu": "0.5"}), ("width_sweep", {"widths": (4.0, 8)}), ("modes", {"steps": "10"}),
+    ("lottery_toy", {"mu": "0.5"}), ("dirac", {"lr_gen": "0.2"}),
+])
+def test_every_toy_study_config_checks_types(study, bad):
+    import importlib
+
+    module = importlib.import_module(f"overparam.studies.{study}")
+    with pytest.raises(ConfigError, match=f"Config.{next(iter(bad))} must be"):
+        module.Config(**bad)

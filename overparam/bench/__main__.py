@@ -24,7 +24,13 @@ def main(argv: list[str] | None = None) -> int:
         from overparam import compile_cache
 
         compile_cache.enable()
-    return importlib.import_module(BENCHES[argv[0]]).main(rest)
+    from overparam.errors import ConfigError
+
+    try:
+        return importlib.import_module(BENCHES[argv[0]]).main(rest)
+    except ConfigError as exc:  # bad input: one line, never a traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

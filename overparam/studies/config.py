@@ -113,7 +113,7 @@ def _type_name(tp: Any) -> str:
     if origin in (typing.Union, types.UnionType):
         return " or ".join(_type_name(a) for a in args)
     if origin in (tuple, list):
-        return f"a tuple of {_type_name(args[0]) if args else 'values'}"
+        return f"a tuple (each {_type_name(args[0]) if args else 'a value'})"
     return {bool: "true/false (bool)", int: "an integer", float: "a number", str: "a string",
             type(None): "None"}.get(tp, getattr(tp, "__name__", str(tp)))
 

@@ -62,7 +62,7 @@ import numpy as np
 from overparam import claims
 from overparam.errors import ConfigError, finite_positive, one_of, positive_int, require
 from overparam.studies import common, conv_common
-from overparam.studies.config import help_meta as _h
+from overparam.studies.config import check_types, help_meta as _h
 from overparam.studies.conv_common import CLASSIFIER_DATA, DATASETS, curve_rows
 
 NAME = "conv-width-sweep"
@@ -125,6 +125,7 @@ class Config:
     out_dir: str = field(default="results/conv-width-sweep", metadata=_h("output directory"))
 
     def __post_init__(self) -> None:
+        check_types(self)
         from overparam.bridge import losses, nets
 
         one_of("data", self.data, DATASETS)

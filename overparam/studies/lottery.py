@@ -55,7 +55,7 @@ import optax
 from overparam import claims, prune
 from overparam.errors import ConfigError, finite_positive, one_of, positive_int, require
 from overparam.studies import common, conv_common
-from overparam.studies.config import help_meta as _h
+from overparam.studies.config import check_types, help_meta as _h
 from overparam.studies.conv_common import CLASSIFIER_DATA
 
 NAME = "lottery"
@@ -131,6 +131,7 @@ class Config:
     out_dir: str = field(default="results/lottery", metadata=_h("output directory"))
 
     def __post_init__(self) -> None:
+        check_types(self)
         from overparam.bridge import losses, nets
 
         one_of("data", self.data, conv_common.DATASETS)

@@ -37,7 +37,7 @@ from overparam.errors import ConfigError, finite_positive, one_of, positive_int
 from overparam.games.mean_matching import MeanMatching, MeanMatchingSpec, teacher_data
 from overparam.metrics.convergence import tail_rate
 from overparam.studies import common
-from overparam.studies.config import help_meta as _h
+from overparam.studies.config import check_types, help_meta as _h
 from overparam.theory.masked import masked_jjt_mean_matching, masked_predicted_rates
 
 NAME = "lottery-toy"
@@ -88,6 +88,7 @@ class Config:
     out_dir: str = field(default="results/lottery-toy", metadata=_h("output directory"))
 
     def __post_init__(self) -> None:
+        check_types(self)
         for name in ("k", "m", "d", "n", "seeds", "steps", "record_every", "rounds", "n_data",
                      "teacher_width", "n_boot"):
             positive_int(name, getattr(self, name))

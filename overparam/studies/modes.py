@@ -64,7 +64,7 @@ from overparam.errors import ConfigError, finite_positive, one_of, positive_int,
 from overparam.games.multimodal import Mixture2D, Mixture2DSpec, Neurons, NeuronsSpec
 from overparam.metrics.modes import mixture_coverage, neuron_modes
 from overparam.studies import common
-from overparam.studies.config import help_meta as _h
+from overparam.studies.config import check_types, help_meta as _h
 
 NAME = "modes"
 DESCRIPTION = __doc__
@@ -154,6 +154,7 @@ class Config:
     out_dir: str = field(default="results/modes", metadata=_h("output directory"))
 
     def __post_init__(self) -> None:
+        check_types(self)
         one_of("family", self.family, FAMILIES)
         require(len(self.optimizers) > 0, "optimizers is empty; give e.g. --optimizers sgd,nsgd_global")
         require(len(set(self.optimizers)) == len(self.optimizers), f"optimizers lists a name twice: {self.optimizers}")

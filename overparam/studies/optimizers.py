@@ -56,8 +56,7 @@ import numpy as np
 from overparam import claims
 from overparam.errors import ConfigError, finite_positive, one_of, positive_int, require
 from overparam.studies import common
-from overparam.studies.config import check_types
-from overparam.studies.config import help_meta as _h
+from overparam.studies.config import check_types, help_meta as _h
 
 NAME = "optimizers"
 DESCRIPTION = __doc__
@@ -126,6 +125,7 @@ class Config:
     NOT_CONTENT = ("vmap_cells",)  # the vmapped and the sequential program give the same numbers (tested)
 
     def __post_init__(self) -> None:
+        check_types(self)
         from overparam.bridge import nets
 
         check_types(self)

@@ -74,7 +74,7 @@ from overparam import claims
 from overparam.errors import ConfigError, finite_positive, one_of, positive_int, require
 from overparam.metrics.pixels import to_uint8
 from overparam.studies import common, conv_common
-from overparam.studies.config import help_meta as _h
+from overparam.studies.config import check_types, help_meta as _h
 from overparam.studies.conv_common import CLASSIFIER_DATA, DATASETS, curve_rows
 
 NAME = "stochasticity"
@@ -157,6 +157,7 @@ class Config:
     out_dir: str = field(default="results/stochasticity", metadata=_h("output directory"))
 
     def __post_init__(self) -> None:
+        check_types(self)
         one_of("data", self.data, DATASETS)
         one_of("preset", self.preset, ("auto", *PRESETS))
         one_of("features", self.features, FEATURES)

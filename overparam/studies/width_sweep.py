@@ -30,7 +30,7 @@ from overparam.games.mean_matching import (MeanMatching, MeanMatchingSpec, Padde
                                            teacher_data)
 from overparam.metrics.convergence import tail_rate
 from overparam.studies import common
-from overparam.studies.config import help_meta as _h
+from overparam.studies.config import check_types, help_meta as _h
 from overparam.theory.spectral import predicted_rates
 
 NAME = "width-sweep"
@@ -122,9 +122,13 @@ class Config:
                    "below_share_max", "wide_share_min", "n_boot", "boot_seed")
 
     def __post_init__(self) -> None:
+        check_types(self)
         _check_verdict_options(self)
         if not self.widths:
             raise ConfigError("widths is empty; give at least one width, e.g. --widths 8,64,512")
+        if len(set(self.widths)) != len(self.widths):
+            dup = sorted({k for k in self.widths if self.widths.count(k) > 1})
+            raise ConfigError(f"widths lists {dup} more than once; give each width once (seeds sets the runs per width)")
         for k in self.widths:
             positive_int("every width k", k)
         for name in ("seeds", "steps", "record_every", "n_data", "teacher_width"):
