@@ -81,7 +81,7 @@ class Config:
     floor: float = field(default=1e-5, metadata=_h("rate fit uses records with relative residual above this"))
     margin: float = field(default=0.1, metadata=_h("verdict margin on the rate difference, in units of the dense "
                                                    "network's per-step decrease 1 - rho_dense"))
-    ci: float = field(default=0.9, metadata=_h("bootstrap interval level of the verdict"))
+    ci: float = field(default=0.95, metadata=_h("bootstrap interval level of the verdict"))
     n_boot: int = field(default=4000, metadata=_h("bootstrap resamples over seeds"))
     boot_seed: int = field(default=0, metadata=_h("seed of the bootstrap resampling"))
     x64: bool = field(default=False, metadata=_h("run in float64"))
