@@ -142,16 +142,20 @@ def test_paper_figs_names_the_missing_extra(monkeypatch, capsys):
 _DRIVER = textwrap.dedent("""
     import sys, time
     from overparam import records
-    slow = sys.argv[1] == "slow-write"
+    mode = sys.argv[1]
     real = records.atomic_write_bytes
     def atomic_write_bytes(path, data):
-        if slow and "cells" in str(path) and not path.name.startswith("gan-"):
+        if mode == "slow-write" and "cells" in str(path) and not path.name.startswith("gan-"):
             import os, tempfile
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
             os.write(fd, data[: len(data) // 2])   # half the cell is on disk when the kill lands
             print("WRITING", flush=True)
             time.sleep(60)
-        return real(path, data)
+        out = real(path, data)
+        if mode == "pause-after-cell" and "cells" in str(path):
+            print("CELL_DONE", flush=True)         # the first cell is complete on disk
+            time.sleep(60)
+        return out
     records.atomic_write_bytes = atomic_write_bytes
     from overparam import simulate
     sys.exit(simulate.main(sys.argv[2:]))
@@ -180,7 +184,7 @@ def _run(mode: str, out: Path, kill_when) -> None:
 
 
 def _first_cell_done(out: Path, proc) -> bool:
-    return len(list((out / "cells").glob("*.json"))) >= 1
+    return proc.stdout.readline().strip() == "CELL_DONE"
 
 
 def _mid_write(out: Path, proc) -> bool:
@@ -188,7 +192,7 @@ def _mid_write(out: Path, proc) -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode, kill_when", [("normal", _first_cell_done), ("slow-write", _mid_write)])
+@pytest.mark.parametrize("mode, kill_when", [("pause-after-cell", _first_cell_done), ("slow-write", _mid_write)])
 def test_sigkill_then_resume_gives_the_same_bytes(tmp_path, mode, kill_when):
     ref, killed = tmp_path / "ref", tmp_path / "killed"
     _run("normal", ref, None)
