@@ -230,3 +230,20 @@ def test_every_toy_study_config_checks_types(study, bad):
     module = importlib.import_module(f"overparam.studies.{study}")
     with pytest.raises(ConfigError, match=f"Config.{next(iter(bad))} must be"):
         module.Config(**bad)
+
+
+def test_save_figure_writes_png_and_pdf_and_closes_the_figure(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from overparam.studies import common
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    before = set(plt.get_fignums())
+    paths = common.save_figure(fig, tmp_path / "f")
+    assert [p.name for p in paths] == ["f.png", "f.pdf"]
+    assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and paths[1].read_bytes()[:5] == b"%PDF-"
+    assert fig.number in before and fig.number not in plt.get_fignums()

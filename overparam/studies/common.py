@@ -31,13 +31,18 @@ from overparam.records import (  # noqa: F401  (re-exported for the studies)
 
 # -- figures and tables ----------------------------------------------------------------------
 def save_figure(fig: Any, path_stem: str | os.PathLike) -> list[Path]:
-    """Save a matplotlib figure as ``<stem>.png`` and ``<stem>.pdf`` (atomically)."""
+    """Save a matplotlib figure as ``<stem>.png`` and ``<stem>.pdf`` (atomically), then close it."""
+    import matplotlib.pyplot as plt
+
     stem = Path(path_stem)
     out = []
-    for ext in ("png", "pdf"):
-        buf = io.BytesIO()
-        fig.savefig(buf, format=ext, dpi=150, bbox_inches="tight")
-        out.append(atomic_write_bytes(stem.with_suffix(f".{ext}"), buf.getvalue()))
+    try:
+        for ext in ("png", "pdf"):
+            buf = io.BytesIO()
+            fig.savefig(buf, format=ext, dpi=150, bbox_inches="tight")
+            out.append(atomic_write_bytes(stem.with_suffix(f".{ext}"), buf.getvalue()))
+    finally:
+        plt.close(fig)
     return out
 
 

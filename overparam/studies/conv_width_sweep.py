@@ -535,8 +535,6 @@ def plot(results: Results):
 
 
 def save(results: Results) -> list[Path]:
-    import matplotlib.pyplot as plt
-
     out = Path(results.config.out_dir)
     paths = [
         common.write_csv(out / "widths.csv", results.rows),
@@ -553,5 +551,4 @@ def save(results: Results) -> list[Path]:
     ]
     fig = plot(results)
     paths += common.save_figure(fig, out / "conv_width_sweep")
-    plt.close(fig)
     return paths

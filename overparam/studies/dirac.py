@@ -366,8 +366,6 @@ def plot(results: Results):
 
 
 def save(results: Results) -> list[Path]:
-    import matplotlib.pyplot as plt
-
     out = Path(results.config.out_dir)
     fig = plot(results)
     paths = [
@@ -380,5 +378,4 @@ def save(results: Results) -> list[Path]:
                                                                   execution=results.execution)),
         *common.save_figure(fig, out / "dirac"),
     ]
-    plt.close(fig)
     return paths

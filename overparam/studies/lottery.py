@@ -926,8 +926,6 @@ def plot(results: Results):
 
 
 def save(results: Results) -> list[Path]:
-    import matplotlib.pyplot as plt
-
     out = Path(results.config.out_dir)
     v = results.verdicts
     paths = [
@@ -945,5 +943,4 @@ def save(results: Results) -> list[Path]:
             "none" if e is None else str(e) for e in x["fire_epochs"])} for x in v["early_bird"]]))
     fig = plot(results)
     paths += common.save_figure(fig, out / "lottery")
-    plt.close(fig)
     return paths

@@ -459,8 +459,6 @@ def plot(results: Results):
 
 def save(results: Results) -> list[Path]:
     out = Path(results.config.out_dir)
-    import matplotlib.pyplot as plt
-
     fig = plot(results)
     paths = [
         common.write_csv(out / "summary.csv", results.rows),
@@ -471,5 +469,4 @@ def save(results: Results) -> list[Path]:
         common.write_json(out / "manifest.json", common.manifest(NAME, results.config, seconds=results.seconds)),
         *common.save_figure(fig, out / "lottery_toy"),
     ]
-    plt.close(fig)
     return paths

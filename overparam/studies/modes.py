@@ -725,8 +725,6 @@ def plot_trajectories(results: Results):
 
 
 def save(results: Results) -> list[Path]:
-    import matplotlib.pyplot as plt
-
     out = Path(results.config.out_dir)
     paths = [
         common.write_csv(out / "cells.csv", cell_rows(results)),
@@ -742,8 +740,6 @@ def save(results: Results) -> list[Path]:
     for name in results.arms:
         fig = plot_heatmap(results, name)
         paths += common.save_figure(fig, out / f"heatmap_{name}")
-        plt.close(fig)
     fig = plot_trajectories(results)
     paths += common.save_figure(fig, out / "recovery_over_training")
-    plt.close(fig)
     return paths

@@ -727,8 +727,6 @@ def plot_heldout(results: Results):
 
 
 def save(results: Results) -> list[Path]:
-    import matplotlib.pyplot as plt
-
     out = Path(results.config.out_dir)
     paths = [
         common.write_csv(out / "grid.csv", results.grid),
@@ -746,5 +744,4 @@ def save(results: Results) -> list[Path]:
     for name, fn in (("optimizers_grid", plot_grid), ("optimizers_heldout", plot_heldout)):
         fig = fn(results)
         paths += common.save_figure(fig, out / name)
-        plt.close(fig)
     return paths

@@ -773,8 +773,6 @@ def plot_curves(results: Results):
 
 
 def save(results: Results) -> list[Path]:
-    import matplotlib.pyplot as plt
-
     out = Path(results.config.out_dir)
     cfg = results.config
     paths = [
@@ -794,8 +792,6 @@ def save(results: Results) -> list[Path]:
     for side in ("overfitting", "mode_drop"):
         fig = plot_nn(results, side)
         paths += common.save_figure(fig, out / f"nn_{side}")
-        plt.close(fig)
     fig = plot_curves(results)
     paths += common.save_figure(fig, out / "curves")
-    plt.close(fig)
     return paths

@@ -1071,8 +1071,6 @@ def plot(results: Results):
 
 def save(results: Results) -> list[Path]:
     out = Path(results.config.out_dir)
-    import matplotlib.pyplot as plt
-
     fig = plot(results)
     paths = [
         common.write_csv(out / "summary.csv", results.rows),
@@ -1083,5 +1081,4 @@ def save(results: Results) -> list[Path]:
                                                                   execution=results.execution)),
         *common.save_figure(fig, out / "width_sweep"),
     ]
-    plt.close(fig)
     return paths
